@@ -117,6 +117,21 @@ def test_export_import_round_trip_through_json_is_exact(fitted, data):
     assert restored.best_epoch_ == fitted.best_epoch_
 
 
+def test_round_trip_through_the_model_store(fitted, data, tmp_path):
+    from digitrec import store
+
+    _, _, X_test, _ = data
+    state, arrays = fitted._export_state()
+    store.save(
+        tmp_path / "cnn",
+        store.ModelFile(kind="cnn", params=fitted.get_params(), arrays=arrays, state=state),
+    )
+    saved = store.load(tmp_path / "cnn", mmap=True)  # read-only arrays must load too
+    restored = CNNClassifier(**saved.params)
+    restored._import_state(saved.state, saved.arrays)
+    np.testing.assert_array_equal(restored.predict_proba(X_test), fitted.predict_proba(X_test))
+
+
 def test_string_labels_survive_the_round_trip(data):
     X, y, X_test, _ = data
     names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",

@@ -202,7 +202,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    epochs : int, default=10
+    epochs : int, default=8
         Most passes over the training data; early stopping may end training sooner.
     batch_size : int, default=128
     learning_rate : float, default=0.005
@@ -251,7 +251,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        epochs: int = 10,
+        epochs: int = 8,
         batch_size: int = 128,
         learning_rate: float = 0.005,
         validation_fraction: float = 0.1,
