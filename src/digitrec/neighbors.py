@@ -146,7 +146,8 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         """The class with the largest vote; ties go to the lower class."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        probabilities = self.predict_proba(X)
+        return self.classes_[np.argmax(probabilities, axis=1)]
 
     def _export_state(self):
         state = {"n_samples_fit": int(self.n_samples_fit_)}

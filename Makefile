@@ -1,0 +1,50 @@
+# The two commands of the README: `make run` (the main job) and `make test` (the suite).
+# Both work from a fresh clone: they create .venv, install, and fetch what they need.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Handwriting fonts for the generated photo and drawing test sets (Debian packages).
+FONT_PACKAGES := fonts-dkg-handwriting fonts-breip fonts-bwht fonts-femkeklaver \
+	fonts-humor-sans fonts-comic-neue fonts-dancingscript
+APT_PACKAGES := $(FONT_PACKAGES)
+
+.PHONY: run test install install-dev data system-packages lint bench clean
+
+run: install data
+	$(BIN)/digitrec train knn --dataset mnist --keep-existing
+	$(BIN)/digitrec evaluate
+
+test: install-dev data system-packages
+	$(BIN)/python -m pytest
+
+lint: install-dev
+	$(BIN)/ruff check src tests benchmarks
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+
+install-dev: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev,cnn,bench]'
+
+data: install
+	$(BIN)/digitrec data fetch mnist
+
+# Installs the Debian packages the tests use, when missing (needs root, as in CI).
+system-packages:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+bench: install-dev data
+	$(BIN)/python benchmarks/knn_mnist.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

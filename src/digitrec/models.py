@@ -1,0 +1,227 @@
+"""The model registry: a kind name -> how to build, train, save and load that model.
+
+Every kind builds a scikit-learn estimator that takes uint8 image arrays ``(n, h, w)``.
+A trained :class:`Model` carries its estimator and what it was trained on, and is saved as a
+model directory (:mod:`digitrec.store`) holding only JSON and numeric arrays.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.pipeline import Pipeline
+from sklearn.utils._param_validation import InvalidParameterError
+
+from . import serialize, store
+from .datasets import Dataset
+from .errors import ModelFileError, ParameterError
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """One entry of the registry."""
+
+    name: str
+    summary: str
+    build: Callable[..., BaseEstimator]
+    defaults: dict[str, Any]
+
+
+REGISTRY: dict[str, ModelKind] = {}
+
+
+def register(name: str, summary: str, defaults: dict[str, Any]):
+    """Decorator: add a builder ``f(**params) -> estimator`` to the registry."""
+
+    def add(build):
+        REGISTRY[name] = ModelKind(name, summary, build, defaults)
+        return build
+
+    return add
+
+
+def flatten_images(images: np.ndarray) -> np.ndarray:
+    """``(n, h, w)`` -> ``(n, h*w)``, keeping the dtype (uint8 models stay small on disk)."""
+    images = np.asarray(images)
+    return images.reshape(len(images), -1)
+
+
+def _flatten():
+    from sklearn.preprocessing import FunctionTransformer
+
+    return FunctionTransformer(flatten_images)
+
+
+@register(
+    "knn",
+    "k-nearest neighbours on raw pixels, exact search (digitrec.KNNClassifier)",
+    {"n_neighbors": 3, "weights": "uniform", "metric": "euclidean", "p": 2},
+)
+def _build_knn(**params):
+    from .neighbors import KNNClassifier
+
+    return Pipeline([("flatten", _flatten()), ("knn", KNNClassifier(**params))])
+
+
+@register(
+    "linear-svc",
+    "linear support vector machine on standardised pixels (scikit-learn LinearSVC)",
+    {"C": 1.0, "max_iter": 1000, "random_state": 0},
+)
+def _build_linear_svc(**params):
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    return Pipeline(
+        [("flatten", _flatten()), ("scale", StandardScaler()), ("svc", LinearSVC(**params))]
+    )
+
+
+def kind(name: str) -> ModelKind:
+    if name not in REGISTRY:
+        raise ParameterError(f"unknown model kind {name!r}: choose from {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """``["n_neighbors=3", "weights=distance"]`` -> ``{"n_neighbors": 3, ...}``."""
+    params = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name.strip():
+            raise ParameterError(f"parameter {pair!r} is not name=value")
+        params[name.strip()] = _parse_value(text.strip())
+    return params
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # a bare word such as distance or euclidean
+
+
+def build(kind_name: str, params: dict[str, Any] | None = None) -> tuple[BaseEstimator, dict]:
+    """A fresh estimator of ``kind_name``; unknown parameter names are refused by name."""
+    entry = kind(kind_name)
+    merged = {**entry.defaults, **(params or {})}
+    try:
+        estimator = entry.build(**merged)
+    except TypeError as exc:
+        allowed = ", ".join(sorted(_allowed_params(entry)))
+        raise ParameterError(f"bad parameter for {kind_name}: {exc} (allowed: {allowed})") from exc
+    return estimator, merged
+
+
+def _allowed_params(entry: ModelKind) -> set[str]:
+    final = entry.build(**entry.defaults)
+    step = final.steps[-1][1] if isinstance(final, Pipeline) else final
+    return set(step.get_params(deep=False))
+
+
+@dataclass
+class Model:
+    """A trained model: its kind, parameters, estimator, and what it was trained on."""
+
+    kind: str
+    params: dict[str, Any]
+    estimator: BaseEstimator
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        return tuple(self.info["input"]["shape"])
+
+    @property
+    def max_value(self) -> int:
+        return int(self.info["input"]["max_value"])
+
+    @property
+    def classes(self) -> np.ndarray:
+        return self.estimator.classes_
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self.estimator.predict(images)
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities; models without them give one-hot rows."""
+        if hasattr(self.estimator, "predict_proba"):
+            try:
+                return self.estimator.predict_proba(images)
+            except AttributeError:
+                pass
+        predicted = self.estimator.predict(images)
+        return (predicted[:, None] == self.classes[None, :]).astype(np.float64)
+
+    def neighbors(self, images: np.ndarray, k: int | None = None):
+        """Distances and training indices of the nearest training images (kNN kinds only)."""
+        final = self.estimator.steps[-1][1] if isinstance(self.estimator, Pipeline) else None
+        if final is None or not hasattr(final, "kneighbors"):
+            return None
+        features = self.estimator[:-1].transform(images)
+        return final.kneighbors(features, n_neighbors=k)
+
+    def training_images(self) -> np.ndarray | None:
+        """The reference images of a kNN model, as saved in the model (for explanations)."""
+        final = self.estimator.steps[-1][1] if isinstance(self.estimator, Pipeline) else None
+        fit_X = getattr(final, "_fit_X", None)
+        if fit_X is None or fit_X.shape[1] != int(np.prod(self.input_shape)):
+            return None
+        return np.asarray(fit_X).reshape(-1, *self.input_shape)
+
+    def training_labels(self) -> np.ndarray | None:
+        final = self.estimator.steps[-1][1] if isinstance(self.estimator, Pipeline) else None
+        y = getattr(final, "_y", None)
+        return None if y is None else final.classes_[y]
+
+
+def train(kind_name: str, dataset: Dataset, params: dict[str, Any] | None = None) -> Model:
+    """Fit a model of ``kind_name`` on the dataset's training images."""
+    estimator, merged = build(kind_name, params)
+    start = time.perf_counter()
+    try:
+        estimator.fit(dataset.X_train, dataset.y_train)
+    except InvalidParameterError as exc:
+        raise ParameterError(str(exc)) from exc
+    seconds = time.perf_counter() - start
+    info = {
+        "dataset": {
+            "name": dataset.name,
+            "fingerprint": dataset.fingerprint(),
+            "n_train": int(len(dataset.y_train)),
+            "n_test": int(len(dataset.y_test)),
+        },
+        "input": {"shape": list(dataset.image_shape), "max_value": int(dataset.max_value)},
+        "fit_seconds": round(seconds, 3),
+        "metrics": {},
+    }
+    return Model(kind_name, merged, estimator, info)
+
+
+def save(model: Model, directory: Path) -> Path:
+    state, arrays = serialize.export_state(model.estimator)
+    return store.save(
+        directory, store.ModelFile(model.kind, model.params, arrays, state, model.info)
+    )
+
+
+def load(directory: Path) -> Model:
+    """Read, verify and rebuild a saved model; foreign or tampered files are refused."""
+    saved = store.load(directory)
+    if saved.kind not in REGISTRY:
+        raise ModelFileError(f"{directory}: unknown model kind {saved.kind!r}")
+    try:
+        estimator, _ = build(saved.kind, saved.params)
+    except (ParameterError, InvalidParameterError) as exc:
+        raise ModelFileError(f"{directory}: saved parameters are invalid: {exc}") from exc
+    serialize.import_state(estimator, saved.state, saved.arrays)
+    if "input" not in saved.info:
+        raise ModelFileError(f"{directory}: model.json lacks the input description")
+    return Model(saved.kind, saved.params, estimator, saved.info)
