@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import scipy.linalg
 from numba import njit, prange
 
 METRICS = ("euclidean", "manhattan", "minkowski", "cosine")
@@ -28,7 +29,8 @@ METRICS = ("euclidean", "manhattan", "minkowski", "cosine")
 _U32 = 2.0**-24
 # Aim for a float32 distance block of about 256 MB: 10,000 x 60,000 MNIST stays under 1 GB.
 _BLOCK_BYTES = 256 * 1024 * 1024
-_QUERY_TILE = 64  # queries sharing one pass over the references in the compiled Lp loop
+_QUERY_TILE = 64
+_PCA_SAMPLE = 16384  # references used to find the principal directions  # queries sharing one pass over the references in the compiled Lp loop
 
 
 def canonical_metric(metric: str, p: float) -> tuple[str, float]:
@@ -55,12 +57,14 @@ class NeighborIndex:
     ----------
     X : array of shape (n_references, n_features)
         Reference points; kept as given (no copy when already C-contiguous) for the exact
-        pass, plus one float32 copy for the fast pass.
+        pass.
     metric : {"euclidean", "manhattan", "minkowski", "cosine"}
     p : float
         Power of the Minkowski metric (only used with ``metric="minkowski"``).
     batch_size : int, optional
         Queries per block; by default chosen so a distance block is about 256 MB.
+    n_components : int
+        Principal directions used for the euclidean and cosine lower bounds.
 
     Examples
     --------
@@ -71,29 +75,20 @@ class NeighborIndex:
     [[1, 0]]
     """
 
-    def __init__(self, X, metric: str = "euclidean", p: float = 2.0, batch_size=None):
+    def __init__(self, X, metric="euclidean", p=2.0, batch_size=None, n_components=64):
         self.metric, self.p = canonical_metric(metric, p)
         X = np.ascontiguousarray(X)
         if X.ndim != 2 or X.shape[0] == 0:
             raise ValueError(f"references must be a non-empty 2-D array, got shape {X.shape}")
         self.X = X
         self.batch_size = batch_size
-        X32 = X.astype(np.float32)
-        if self.metric == "euclidean":
-            # Columns that are zero in every reference add nothing to any product with a
-            # reference, and the query's own norm is the same for the whole row: drop both.
-            self._columns = np.flatnonzero(np.any(X32 != 0, axis=0))
-            self._R32 = np.ascontiguousarray(X32[:, self._columns])
-            self._r_sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
-            self._r_sq32 = self._r_sq.astype(np.float32)
-            self._r_sq_max = float(self._r_sq.max())
-        elif self.metric == "cosine":
-            self._r_norm = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))
-            safe = np.where(self._r_norm > 0, self._r_norm, 1.0)
-            self._R32 = (X / safe[:, None]).astype(np.float32)
+        if self.metric in ("euclidean", "cosine"):
+            self._r_norm = np.sqrt(_row_sq_norms(X))
+            space = _unit_rows(X, self._r_norm) if self.metric == "cosine" else X
+            self._bounds = _ProjectionBound.fit(space, n_components)
         else:
-            self._R32 = X32
-            self._abs_max = float(np.abs(X32).max())
+            self._R32 = X.astype(np.float32)
+            self._abs_max = float(np.abs(self._R32).max())
 
     @property
     def n_references(self) -> int:
@@ -116,7 +111,10 @@ class NeighborIndex:
         step = self._block_rows()
         for start in range(0, Q.shape[0], step):
             block = Q[start : start + step]
-            d, i = self._query_block(block, k, n_candidates)
+            if self.metric in ("euclidean", "cosine"):
+                d, i = self._query_bounded(block, k, n_candidates)
+            else:
+                d, i = self._query_lp(block, k, n_candidates)
             distances[start : start + len(block)] = d
             indices[start : start + len(block)] = i
         return distances, indices
@@ -126,71 +124,133 @@ class NeighborIndex:
             return int(self.batch_size)
         return max(64, _BLOCK_BYTES // (4 * self.n_references))
 
-    def _query_block(self, Q, k, n_candidates):
-        approx, candidates = self._approximate_candidates(Q, n_candidates)
+    # euclidean and cosine: projection lower bounds, then exact distances for the few
+    # references whose bound does not rule them out.
+
+    def _query_bounded(self, Q, k, n_candidates):
+        q_norm = np.sqrt(_row_sq_norms(Q))
+        cosine = self.metric == "cosine"
+        space = _unit_rows(Q, q_norm) if cosine else Q
+        products, q_sq, error = self._bounds.products(space)
+        sums, indices = _search_with_bounds(
+            products,
+            q_sq,
+            self._bounds.r_sq,
+            error,
+            0.5 if cosine else 1.0,
+            Q,
+            self.X,
+            q_norm,
+            self._r_norm,
+            3 if cosine else 0,
+            k,
+            n_candidates,
+        )
+        return (sums if cosine else np.sqrt(sums)), indices
+
+    # manhattan and other Minkowski powers: a float32 pass keeps candidates, an exact pass
+    # ranks them, and rows the float32 error could have misranked are redone exactly.
+
+    def _query_lp(self, Q, k, n_candidates):
+        approx, candidates = _top_candidates_lp(
+            Q.astype(np.float32), self._R32, self.p, n_candidates, _QUERY_TILE
+        )
         exact = _exact_sums(Q, self.X, candidates, _metric_code(self.metric), self.p)
-        if self.metric == "cosine":
-            exact = self._cosine_from_dots(Q, candidates, exact)
         order = np.lexsort((candidates, exact), axis=-1)
         exact = np.take_along_axis(exact, order, axis=1)[:, :k]
         candidates = np.take_along_axis(candidates, order, axis=1)[:, :k]
         if n_candidates < self.n_references:
-            unsure = np.flatnonzero(self._lower_bound(Q, approx[:, -1]) <= exact[:, -1])
+            unsure = np.flatnonzero(self._lp_lower_bound(Q, approx[:, -1]) <= exact[:, -1])
             for row in unsure:
                 exact[row], candidates[row] = self._exact_row(Q[row], k)
-        return self._finish(exact), candidates
+        if self.metric == "minkowski":
+            exact = exact ** (1.0 / self.p)
+        return exact, candidates
 
-    def _approximate_candidates(self, Q, n_candidates):
-        if self.metric == "euclidean":
-            products = np.asarray(Q[:, self._columns], dtype=np.float32) @ self._R32.T
-            return _top_candidates_euclidean(products, self._r_sq32, n_candidates)
-        if self.metric == "cosine":
-            q_norm = np.sqrt(np.einsum("ij,ij->i", Q, Q, dtype=np.float64))
-            Qn = (Q / np.where(q_norm > 0, q_norm, 1.0)[:, None]).astype(np.float32)
-            return _top_candidates_negated(Qn @ self._R32.T, n_candidates)
-        return _top_candidates_lp(
-            Q.astype(np.float32), self._R32, self.p, n_candidates, _QUERY_TILE
-        )
+    def _lp_lower_bound(self, Q, boundary):
+        """A value below the true sum of every reference that is not a candidate.
 
-    def _lower_bound(self, Q, boundary):
-        """A value below the true distance of every reference that is not a candidate."""
+        A relative error from float32 arithmetic, plus an absolute one from rounding the
+        inputs to float32 (zero for integer pixel data).
+        """
         d = self.X.shape[1]
         gamma = 2.0 * (d + 4) * _U32
-        if self.metric == "euclidean":
-            q_sq = np.einsum("ij,ij->i", Q, Q, dtype=np.float64)
-            scale = q_sq + self._r_sq_max + 2.0 * np.sqrt(q_sq * self._r_sq_max)
-            return q_sq + boundary.astype(np.float64) - gamma * scale
-        if self.metric == "cosine":
-            # boundary holds -similarity; distance = 1 - similarity with unit vectors.
-            return 1.0 + boundary.astype(np.float64) - 4.0 * gamma
-        # Minkowski sums: a relative error from float32 arithmetic, plus an absolute one from
-        # rounding the inputs to float32 (zero for integer pixel data).
         largest = max(float(np.abs(Q).max()), self._abs_max)
         rounding = d * self.p * _U32 * (2.0 * largest) ** self.p
         return boundary.astype(np.float64) / (1.0 + gamma * (1.0 + self.p)) - rounding
 
-    def _cosine_from_dots(self, Q, candidates, dots):
-        q_norm = np.sqrt(np.einsum("ij,ij->i", Q, Q, dtype=np.float64))
-        denominator = q_norm[:, None] * self._r_norm[candidates]
-        similarity = np.divide(dots, denominator, out=np.zeros_like(dots), where=denominator > 0)
-        return np.clip(1.0 - similarity, 0.0, 2.0)
-
     def _exact_row(self, q, k):
-        """Exact distances from one query to every reference; the k smallest, ties by index."""
+        """Exact sums from one query to every reference; the k smallest, ties by index."""
         everything = np.arange(self.n_references, dtype=np.int64)[None, :]
-        sums = _exact_sums(q[None, :], self.X, everything, _metric_code(self.metric), self.p)
-        if self.metric == "cosine":
-            sums = self._cosine_from_dots(q[None, :], everything, sums)
-        order = np.argsort(sums[0], kind="stable")[:k]
-        return sums[0, order], order
+        sums = _exact_sums(q[None, :], self.X, everything, _metric_code(self.metric), self.p)[0]
+        order = np.argsort(sums, kind="stable")[:k]
+        return sums[order], order
 
-    def _finish(self, sums):
-        """Turn the ranking quantity into the metric's distance."""
-        if self.metric == "euclidean":
-            return np.sqrt(sums)
-        if self.metric == "minkowski":
-            return sums ** (1.0 / self.p)
-        return sums
+
+class _ProjectionBound:
+    """Lower bounds on squared euclidean distances from a few principal directions.
+
+    With centred rows split into their projection ``P`` on ``m`` principal directions and a
+    residual of length ``rho``, ``||a - b||^2 >= ||a||^2 + ||b||^2 - 2 (Pa.Pb + rho_a rho_b)``
+    (Cauchy-Schwarz on the residuals). That is one float32 product in ``m + 1`` dimensions
+    instead of ``d``; on MNIST, 64 directions leave a few dozen references per query whose
+    bound does not rule them out.
+    """
+
+    def __init__(self, mean, directions, augmented, r_sq):
+        self.mean = mean
+        self.directions = directions
+        self.augmented = augmented  # (n, m + 1) float32: projection and residual length
+        self.r_sq = r_sq  # (n,) float64: squared length of each centred reference
+        self.r_len_max = float(np.sqrt(r_sq.max()))
+
+    @classmethod
+    def fit(cls, X, n_components):
+        n, d = X.shape
+        m = min(n_components, d)
+        mean = X.mean(axis=0, dtype=np.float64)
+        # Any orthonormal directions give valid bounds; principal ones give tight bounds, and
+        # an evenly spaced sample of the references finds them as well as all of them would.
+        sample = X[:: max(1, n // _PCA_SAMPLE)]
+        centred = (sample - mean).astype(np.float32)
+        covariance = (centred.T @ centred).astype(np.float64)
+        _, vectors = scipy.linalg.eigh(covariance, subset_by_index=(d - m, d - 1))
+        directions = np.ascontiguousarray(vectors[:, ::-1])
+        augmented = np.empty((n, m + 1), dtype=np.float32)
+        r_sq = np.empty(n, dtype=np.float64)
+        for chunk in _chunks(n):
+            augmented[chunk], r_sq[chunk] = cls._augment(X[chunk], mean, directions)
+        return cls(mean, directions, augmented, r_sq)
+
+    @staticmethod
+    def _augment(rows, mean, directions):
+        centred = rows - mean
+        projected = centred @ directions
+        sq = np.einsum("ij,ij->i", centred, centred)
+        residual = np.sqrt(np.maximum(sq - np.einsum("ij,ij->i", projected, projected), 0.0))
+        return np.column_stack([projected, residual]).astype(np.float32), sq
+
+    def products(self, Q):
+        """Float32 products with every reference, the queries' squared lengths, error bounds."""
+        augmented, q_sq = self._augment(Q, self.mean, self.directions)
+        products = augmented @ self.augmented.T
+        # Rigorous bound on float32 rounding in the product and in the inputs (gamma_{m+1}
+        # for the sums, 2u for converting each factor), with a factor 2 to spare.
+        gamma = 4.0 * (augmented.shape[1] + 8) * _U32
+        error = 2.0 * gamma * np.sqrt(q_sq) * self.r_len_max
+        return products, q_sq, error
+
+
+def _chunks(n, size=8192):
+    return (slice(start, min(start + size, n)) for start in range(0, n, size))
+
+
+def _row_sq_norms(X):
+    return np.einsum("ij,ij->i", X, X, dtype=np.float64)
+
+
+def _unit_rows(X, norms):
+    return X / np.where(norms > 0, norms, 1.0)[:, None]
 
 
 def _metric_code(metric: str) -> int:
@@ -224,36 +284,86 @@ def _insert(values, indices, value, index):
     indices[position] = index
 
 
+@njit(inline="always")
+def _insert_pair(values, indices, value, index):
+    """Insert (value, index) into a list ascending by value then index, if it belongs."""
+    last = values.shape[0] - 1
+    if value > values[last] or (value == values[last] and index >= indices[last]):
+        return
+    position = last
+    while position > 0 and (
+        values[position - 1] > value
+        or (values[position - 1] == value and indices[position - 1] > index)
+    ):
+        values[position] = values[position - 1]
+        indices[position] = indices[position - 1]
+        position -= 1
+    values[position] = value
+    indices[position] = index
+
+
+@njit(inline="always")
+def _exact_distance(q, r, metric, q_norm, r_norm):
+    """Squared euclidean (metric 0) or cosine distance (metric 3) in float64."""
+    total = 0.0
+    if metric == 0:
+        for t in range(q.shape[0]):
+            diff = np.float64(q[t]) - np.float64(r[t])
+            total += diff * diff
+        return total
+    for t in range(q.shape[0]):
+        total += np.float64(q[t]) * np.float64(r[t])
+    if q_norm == 0.0 or r_norm == 0.0:
+        return 1.0
+    return min(2.0, max(0.0, 1.0 - total / (q_norm * r_norm)))
+
+
 @njit(parallel=True, cache=True)
-def _top_candidates_euclidean(products, r_sq, n_candidates):
-    """Per row, the references with the smallest ||r||^2 - 2 q.r (float32)."""
+def _search_with_bounds(
+    products, q_sq, r_sq, error, scale, Q, X, q_norm, r_norm, metric, k, n_candidates
+):
+    """Exact k nearest per query, computing exact distances only where bounds allow.
+
+    ``scale * (q_sq + r_sq - 2 * products)`` bounds each distance from below up to
+    ``error``. The ``n_candidates`` references with the lowest bounds are measured exactly;
+    the k-th exact distance so far then rules out every reference whose bound exceeds it,
+    and the rest are measured too.
+    """
     n_rows, n_refs = products.shape
-    values = np.full((n_rows, n_candidates), np.inf, dtype=np.float32)
-    indices = np.zeros((n_rows, n_candidates), dtype=np.int64)
+    out_values = np.empty((n_rows, k), dtype=np.float64)
+    out_indices = np.empty((n_rows, k), dtype=np.int64)
     for row in prange(n_rows):
-        row_values = values[row]
-        row_indices = indices[row]
+        bounds = np.full(n_candidates, np.inf, dtype=np.float64)
+        candidates = np.zeros(n_candidates, dtype=np.int64)
         for j in range(n_refs):
-            value = r_sq[j] - 2.0 * products[row, j]
-            if value < row_values[n_candidates - 1]:
-                _insert(row_values, row_indices, value, j)
-    return values, indices
-
-
-@njit(parallel=True, cache=True)
-def _top_candidates_negated(similarities, n_candidates):
-    """Per row, the references with the largest similarity (kept as -similarity)."""
-    n_rows, n_refs = similarities.shape
-    values = np.full((n_rows, n_candidates), np.inf, dtype=np.float32)
-    indices = np.zeros((n_rows, n_candidates), dtype=np.int64)
-    for row in prange(n_rows):
-        row_values = values[row]
-        row_indices = indices[row]
-        for j in range(n_refs):
-            value = -similarities[row, j]
-            if value < row_values[n_candidates - 1]:
-                _insert(row_values, row_indices, value, j)
-    return values, indices
+            bound = scale * (q_sq[row] + r_sq[j] - 2.0 * np.float64(products[row, j]))
+            if bound < bounds[n_candidates - 1]:
+                _insert(bounds, candidates, bound, j)
+        best = np.full(k, np.inf, dtype=np.float64)
+        best_indices = np.full(k, n_refs, dtype=np.int64)
+        q = Q[row]
+        for c in range(n_candidates):
+            j = candidates[c]
+            distance = _exact_distance(q, X[j], metric, q_norm[row], r_norm[j])
+            _insert_pair(best, best_indices, distance, j)
+        boundary = bounds[n_candidates - 1]
+        slack = scale * error[row]
+        if n_candidates < n_refs and boundary - slack <= best[k - 1]:
+            for j in range(n_refs):
+                bound = scale * (q_sq[row] + r_sq[j] - 2.0 * np.float64(products[row, j]))
+                if bound < boundary or bound - slack > best[k - 1]:
+                    continue  # already measured, or ruled out
+                if bound == boundary:
+                    seen = False
+                    for c in range(n_candidates):
+                        seen = seen or candidates[c] == j
+                    if seen:
+                        continue
+                distance = _exact_distance(q, X[j], metric, q_norm[row], r_norm[j])
+                _insert_pair(best, best_indices, distance, j)
+        out_values[row] = best
+        out_indices[row] = best_indices
+    return out_values, out_indices
 
 
 @njit(fastmath=True, inline="always")
