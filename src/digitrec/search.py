@@ -29,8 +29,8 @@ METRICS = ("euclidean", "manhattan", "minkowski", "cosine")
 _U32 = 2.0**-24
 # Aim for a float32 distance block of about 256 MB: 10,000 x 60,000 MNIST stays under 1 GB.
 _BLOCK_BYTES = 256 * 1024 * 1024
-_QUERY_TILE = 64
-_PCA_SAMPLE = 16384  # references used to find the principal directions  # queries sharing one pass over the references in the compiled Lp loop
+_QUERY_TILE = 64  # queries sharing one pass over the references in the compiled Lp loop
+_PCA_SAMPLE = 16384  # references used to find the principal directions
 
 
 def canonical_metric(metric: str, p: float) -> tuple[str, float]:
