@@ -21,6 +21,7 @@ import sys
 import tempfile
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,7 +252,14 @@ def parse_idx(payload: bytes) -> np.ndarray:
 
 def _read_maybe_gzip(path: Path) -> bytes:
     data = path.read_bytes()
-    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+    return _gunzip(data, str(path)) if data[:2] == b"\x1f\x8b" else data
+
+
+def _gunzip(data: bytes, what: str) -> bytes:
+    try:
+        return gzip.decompress(data)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DatasetError(f"{what} is not a valid gzip file: {exc}") from exc
 
 
 def _read_user_files(path: Path) -> tuple:
@@ -290,7 +298,7 @@ def _download_verified(mirror: str, stem: str, timeout: float) -> np.ndarray:
             while chunk := response.read(1 << 16):
                 chunks.append(chunk)
                 bar.update(len(chunk))
-    payload = gzip.decompress(b"".join(chunks))
+    payload = _gunzip(b"".join(chunks), url)
     if hashlib.sha256(payload).hexdigest() != MNIST_IDX_SHA256[stem]:
         raise DatasetError(f"{url}: sha256 does not match the published MNIST file")
     return parse_idx(payload)

@@ -90,6 +90,7 @@ def evaluate(
 
 
 def evaluation_of(y_true, y_pred, seconds: float, labels: list) -> Evaluation:
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0
     )

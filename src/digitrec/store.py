@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -123,9 +124,14 @@ def _swap_into_place(staging: Path, directory: Path) -> None:
         return
     if not (directory / MANIFEST).exists() and any(directory.iterdir()):
         raise ModelFileError(f"{directory} exists and is not a digitrec model; not overwriting it")
-    old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
-    os.replace(directory, old / "model")
-    os.replace(staging, directory)
+    # Two renames cannot be one atomic step: if the second fails, put the old model back.
+    old = directory.parent / f".{directory.name}.old.{os.getpid()}.{secrets.token_hex(4)}"
+    os.replace(directory, old)
+    try:
+        os.replace(staging, directory)
+    except BaseException:
+        os.replace(old, directory)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 
