@@ -117,7 +117,7 @@ def to_mnist_tile(image: np.ndarray, *, transform: TileTransform | None = None) 
     when there is no ink.
     """
     grey = _checked(image)
-    tile = None
+    tile = _as_mnist_tile(grey)
     if tile is None:
         ink = _find_ink(grey)
         if ink is None:
