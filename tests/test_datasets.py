@@ -220,6 +220,23 @@ def test_a_bad_idx_file_inside_the_folder_is_refused(tmp_path, compress):
         datasets._read_user_files(tmp_path / "idx")
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [lambda data: data[:-12], lambda data: data[:10] + b"\x07" + data[11:]],
+    ids=["truncated-gzip", "invalid-deflate-block"],
+)
+def test_a_broken_gz_file_is_a_dataset_error(tmp_path, empty_home, offline, damage):
+    # gzip reports these as EOFError and zlib.error, which are neither OSError nor
+    # ValueError: they must still become one DatasetError, not a traceback.
+    _small_idx_folder(tmp_path / "idx", compress=True)
+    path = tmp_path / "idx" / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DatasetError, match="train-labels-idx1-ubyte.gz"):
+        datasets._read_user_files(tmp_path / "idx")
+    with pytest.raises(DatasetError):
+        datasets.load("mnist", source=tmp_path / "idx")
+
+
 def test_small_valid_idx_files_are_refused_as_mnist(tmp_path, empty_home, offline):
     # Well-formed IDX files that are not MNIST's 60,000/10,000 images must not be cached.
     _small_idx_folder(tmp_path / "idx", compress=True)

@@ -47,6 +47,13 @@ def test_most_confused_pairs_come_biggest_first_and_skip_zeros(result):
     assert sorted(pairs[1:]) == [(0, 1, 1), (2, 1, 1)]
 
 
+def test_plain_lists_give_the_same_result_as_arrays():
+    # Lists compare as whole objects under ==; the metrics must compare them element-wise.
+    from_lists = evaluation_of(Y_TRUE.tolist(), Y_PRED.tolist(), 0.0, [0, 1, 2])
+    assert from_lists.accuracy == pytest.approx(0.6)
+    np.testing.assert_array_equal(from_lists.confusion, [[2, 1, 0], [0, 2, 0], [2, 1, 2]])
+
+
 def test_a_class_never_predicted_scores_zero_without_warnings():
     # zero_division=0: no precision warning, just 0 for a class the model never says.
     with warnings.catch_warnings():

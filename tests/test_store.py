@@ -257,6 +257,29 @@ def test_a_failure_while_writing_arrays_keeps_the_previous_model(saved, tmp_path
     assert entries(tmp_path) == ["model"]
 
 
+@pytest.mark.parametrize("failing_move", [1, 2], ids=["old-model-aside", "new-model-in"])
+def test_a_failed_rename_while_replacing_a_model_keeps_the_previous_one(
+    saved, tmp_path, monkeypatch, failing_move
+):
+    # Replacing a model takes two renames (old aside, new in); whichever fails, the old
+    # model must still be where it was, with no hidden leftovers beside it.
+    real_replace = os.replace
+    calls = []
+
+    def flaky_replace(src, dst):
+        calls.append((src, dst))
+        if len(calls) == failing_move:
+            raise OSError("disk full")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", flaky_replace)
+    with pytest.raises(OSError, match="disk full"):
+        store.save(saved, sample_model(scale=2))
+    monkeypatch.undo()
+    assert_same_model(store.load(saved), sample_model())
+    assert entries(tmp_path) == ["model"]
+
+
 def test_a_failure_while_writing_a_first_model_leaves_no_directory(tmp_path, monkeypatch):
     def failing_replace(src, dst):
         raise OSError("disk full")
