@@ -1,0 +1,190 @@
+"""MNIST accuracy of the nearest-neighbour family, one stage at a time (issue 4).
+
+    python benchmarks/accuracy_mnist.py              # test table, chosen hyperparameters
+    python benchmarks/accuracy_mnist.py --validate   # the validation grid behind the choices
+
+``--validate`` trains on the first 50,000 training images and scores the last 10,000; the
+10,000 test images are never read. The default run trains every stage on all 60,000 and
+scores the test set once, with the hyperparameters the validation grid picked (the constants
+below, with the validation accuracy that chose them). Peak memory is the largest numpy
+allocation total seen by ``tracemalloc`` during the stage (fit + predict); the process's
+peak resident size is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+import tracemalloc
+
+import numpy as np
+
+from digitrec.datasets import load_mnist
+from digitrec.rerank import IDMClassifier, idm_features, idm_pairs
+
+# Stage-1 choices, validation accuracy (50k train / 10k validation, k=3 uniform):
+# filled in from `--validate` output; see the module docstring.
+STAGE1_K = 3
+STAGE1_WEIGHTS = "uniform"
+BLUR = 0.0
+N_COMPONENTS = 40
+SHIFT = 1
+# Stage-2 choices.
+N_CANDIDATES = 100
+WARP = 2
+IDM_BLUR = 0.75
+IDM_K = 3
+IDM_WEIGHTS = "uniform"
+
+STAGES = [
+    ("raw pixels, k=3", dict(deskew=False, n_components=None, rerank=False)),
+    ("+ deskew", dict(deskew=True, n_components=None, rerank=False)),
+    ("+ blur", dict(deskew=True, blur=BLUR, n_components=None, rerank=False)),
+    ("+ PCA", dict(deskew=True, blur=BLUR, n_components=N_COMPONENTS, rerank=False)),
+    (
+        "+ shifted copies",
+        dict(deskew=True, blur=BLUR, n_components=N_COMPONENTS, shift=SHIFT, rerank=False),
+    ),
+]
+
+
+def final_params() -> dict:
+    return dict(
+        n_neighbors=IDM_K,
+        weights=IDM_WEIGHTS,
+        n_candidates=N_CANDIDATES,
+        deskew=True,
+        blur=BLUR,
+        n_components=N_COMPONENTS,
+        shift=SHIFT,
+        rerank=True,
+        warp=WARP,
+        idm_blur=IDM_BLUR,
+    )
+
+
+def run_stage(
+    params: dict, X_tr, y_tr, X_te, y_te
+) -> tuple[IDMClassifier, float, float, float, int]:
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    model = IDMClassifier(**params).fit(X_tr, y_tr)
+    t1 = time.perf_counter()
+    pred = model.predict(X_te)
+    t2 = time.perf_counter()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return model, float(np.mean(pred == y_te)), t1 - t0, t2 - t1, peak
+
+
+def single_latency(model: IDMClassifier, X: np.ndarray, n: int = 100) -> float:
+    model.predict(X[:1])  # compile / warm caches outside the measurement
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        model.predict(X[i : i + 1])
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def test_table() -> None:
+    ds = load_mnist()
+    print(f"{'stage':<28} {'test acc':>9} {'train s':>8} {'predict s':>10} {'peak MB':>8}")
+    rows = [*STAGES, ("+ IDM re-ranking (final)", final_params())]
+    model = None
+    for name, params in rows:
+        params = {"n_neighbors": STAGE1_K, "weights": STAGE1_WEIGHTS, **params}
+        model, acc, fit_s, pred_s, peak = run_stage(
+            params, ds.X_train, ds.y_train, ds.X_test, ds.y_test
+        )
+        print(
+            f"{name:<28} {acc:>9.4f} {fit_s:>8.1f} {pred_s:>10.1f} {peak / 2**20:>8.0f}", flush=True
+        )
+    latency = single_latency(model, ds.X_test)
+    print(f"single-image predict, final model: median {latency * 1000:.1f} ms over 100 calls")
+    print(f"final parameters: {final_params()}")
+    print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+def _accuracy(
+    labels: np.ndarray, dist: np.ndarray, idx: np.ndarray, y: np.ndarray, k: int, weights: str
+) -> float:
+    model = IDMClassifier(n_neighbors=k, weights=weights)
+    model.classes_ = np.arange(10)
+    model._y = labels
+    proba = model._vote(dist[:, :k], idx[:, :k])
+    proba[np.arange(len(idx)), labels[idx[:, 0]]] += 1e-9
+    return float(np.mean(np.argmax(proba, axis=1) == y))
+
+
+def _votes(labels, dist, idx, y, ks=(1, 3, 5, 7)) -> str:
+    return " ".join(
+        f"k{k}{w[0]}={_accuracy(labels, dist, idx, y, k, w):.4f}"
+        for k in ks
+        for w in ("uniform", "distance")
+    )
+
+
+def validation_grid() -> None:
+    ds = load_mnist()
+    X_tr, y_tr = ds.X_train[:50000], ds.y_train[:50000].astype(np.int64)
+    X_va, y_va = ds.X_train[50000:], ds.y_train[50000:].astype(np.int64)
+    print("stage 1 (validation accuracy)")
+    grid = [
+        dict(deskew=False, n_components=None),
+        dict(deskew=True, n_components=None),
+        *[dict(deskew=True, blur=b, n_components=None) for b in (0.5, 1.0)],
+        *[dict(deskew=True, blur=b, n_components=c) for b in (0.0, 0.5) for c in (40, 60)],
+        *[dict(deskew=True, blur=b, n_components=40, shift=1) for b in (0.0, 0.5)],
+    ]
+    for params in grid:
+        model = IDMClassifier(rerank=False, **params).fit(X_tr, y_tr)
+        t = time.perf_counter()
+        dist, idx = model.kneighbors(X_va, n_neighbors=7)
+        print(
+            f"  {params}: {_votes(y_tr, dist, idx, y_va)} ({time.perf_counter() - t:.0f} s)",
+            flush=True,
+        )
+
+    print("stage 2 (validation accuracy; candidates from the chosen stage 1)")
+    base = IDMClassifier(rerank=False, blur=BLUR, n_components=N_COMPONENTS, shift=SHIFT).fit(
+        X_tr, y_tr
+    )
+    k_max = 200
+    _, cand = base.kneighbors(X_va, n_neighbors=k_max)
+    for n_cand in (50, 100, 200):
+        hit = np.mean((y_tr[cand[:, :n_cand]] == y_va[:, None]).any(axis=1))
+        print(f"  candidates {n_cand}: a same-label candidate for {hit:.4f} of queries")
+    up_tr = base._upright(base._fit_images.astype(np.float32))
+    up_va = base._upright(X_va.astype(np.float32))
+    for warp, idm_blur in ((2, 0.75), (1, 0.75), (2, 0.5), (2, 1.0), (3, 0.75)):
+        t = time.perf_counter()
+        feats_tr = idm_features(up_tr, idm_blur)
+        dist = idm_pairs(idm_features(up_va, idm_blur), feats_tr, cand, warp)
+        for n_cand in (50, 100, 200):
+            d = dist[:, :n_cand]
+            order = np.argsort(d, axis=1, kind="stable")
+            sd = np.take_along_axis(d, order, axis=1)
+            si = np.take_along_axis(cand[:, :n_cand], order, axis=1)
+            print(
+                f"  warp={warp} idm_blur={idm_blur} candidates={n_cand}: "
+                f"{_votes(y_tr, sd, si, y_va)}",
+                flush=True,
+            )
+        print(f"  ({time.perf_counter() - t:.0f} s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--validate", action="store_true", help="run the validation grid")
+    args = parser.parse_args()
+    if args.validate:
+        validation_grid()
+    else:
+        test_table()
+
+
+if __name__ == "__main__":
+    main()
