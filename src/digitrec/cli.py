@@ -228,6 +228,53 @@ def _check_input_shape(model, data) -> None:
         )
 
 
+@app.command("tune")
+def tune_cmd(
+    kind: Annotated[str, typer.Argument(help="Model kind (see `digitrec models`)")] = "knn",
+    dataset: DatasetOpt = "mnist",
+    grid: Annotated[
+        list[str] | None, typer.Option("--grid", "-g", help="name=v1,v2,... (repeatable)")
+    ] = None,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds (stratified)")] = 5,
+    train_size: Annotated[int | None, typer.Option(help="Stratified training subset")] = None,
+    test_size: Annotated[int | None, typer.Option(help="Stratified test subset")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the subsets")] = 0,
+    plots_dir: Annotated[
+        Path | None, typer.Option("--plots", help="Write PNG figures here")
+    ] = None,
+    as_json: JsonOpt = False,
+    source: FromOpt = None,
+) -> None:
+    """Grid search with k-fold cross-validation; refit the best and score it on the test split."""
+    from . import tuning
+
+    parsed = tuning.parse_grid(grid) if grid else None
+    data = _load_dataset(dataset, source, train_size, test_size, seed)
+    result = tuning.tune(kind, data, parsed, folds=folds, progress=not as_json)
+    if plots_dir is not None and kind == "knn":
+        from . import plots
+
+        figure = plots.tuning_curves(result.results, f"{kind} on {data.name}, {folds}-fold CV")
+        plots.save_figure(figure, plots_dir / "tuning.png")
+    if as_json:
+        typer.echo(json.dumps(result.to_json()))
+        return
+    names = sorted({name for point in result.results for name in point.params})
+    typer.echo(" ".join(f"{n:>12}" for n in names) + f" {'mean':>8} {'std':>8}")
+    best = result.best
+    for point in result.results:
+        mark = "  <- best" if point is best else ""
+        values = " ".join(f"{point.params.get(n)!s:>12}" for n in names)
+        typer.echo(f"{values} {point.mean:>8.4f} {point.std:>8.4f}{mark}")
+    typer.echo(f"\nbest {best.params}: CV accuracy {best.mean:.4f} (std {best.std:.4f})")
+    if result.test_accuracy is not None:
+        typer.echo(
+            f"refit on all {len(data.y_train)} training images: "
+            f"test accuracy {result.test_accuracy:.4f}"
+        )
+    typer.echo(f"{len(result.results)} grid points x {folds} folds in {result.seconds:.1f} s")
+
+
 @app.command("predict")
 def predict(
     paths: Annotated[list[Path], typer.Argument(help="[MODEL] IMAGE...: PNG, JPEG or WebP")],

@@ -165,7 +165,11 @@ def mnist_cache_path() -> Path:
 def load_mnist(source: str | Path | None = None) -> Dataset:
     """Full MNIST, 60,000 train and 10,000 test images, from the first source that works."""
     cache = mnist_cache_path()
+    if source is not None and not Path(source).exists():
+        raise DatasetError(f"--from {source}: no such file or directory")
     if cache.exists():
+        if source is not None:
+            log.info("mnist: the cache exists, so %s is not read", source)
         log.info("mnist: reading cache %s", cache)
         return _checked_mnist(*_read_npz(cache), origin=str(cache))
 

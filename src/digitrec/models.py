@@ -62,7 +62,7 @@ def _flatten():
 @register(
     "knn",
     "k-nearest neighbours on raw pixels, exact search (digitrec.KNNClassifier)",
-    {"n_neighbors": 3, "weights": "uniform", "metric": "euclidean", "p": 2},
+    {"n_neighbors": 3, "weights": "uniform", "metric": "minkowski", "p": 2},
 )
 def _build_knn(**params):
     from .neighbors import KNNClassifier
@@ -111,6 +111,8 @@ def _parse_value(text: str) -> Any:
 def build(kind_name: str, params: dict[str, Any] | None = None) -> tuple[BaseEstimator, dict]:
     """A fresh estimator of ``kind_name``; unknown parameter names are refused by name."""
     entry = kind(kind_name)
+    if params is not None and not isinstance(params, dict):
+        raise ParameterError(f"parameters for {kind_name} must be a name -> value mapping")
     merged = {**entry.defaults, **(params or {})}
     try:
         estimator = entry.build(**merged)
@@ -212,6 +214,16 @@ def save(model: Model, directory: Path) -> Path:
     )
 
 
+def _validate_steps(estimator: BaseEstimator) -> None:
+    """Check parameter values now: scikit-learn would only check them in ``fit``."""
+    steps = (
+        [step for _, step in estimator.steps] if isinstance(estimator, Pipeline) else [estimator]
+    )
+    for step in steps:
+        if hasattr(step, "_validate_params"):
+            step._validate_params()
+
+
 def load(directory: Path) -> Model:
     """Read, verify and rebuild a saved model; foreign or tampered files are refused."""
     saved = store.load(directory)
@@ -219,6 +231,7 @@ def load(directory: Path) -> Model:
         raise ModelFileError(f"{directory}: unknown model kind {saved.kind!r}")
     try:
         estimator, _ = build(saved.kind, saved.params)
+        _validate_steps(estimator)
     except (ParameterError, InvalidParameterError) as exc:
         raise ModelFileError(f"{directory}: saved parameters are invalid: {exc}") from exc
     serialize.import_state(estimator, saved.state, saved.arrays)

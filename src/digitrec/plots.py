@@ -83,3 +83,24 @@ def prediction_figure(image: np.ndarray, predicted, actual=None, probabilities=N
         bars.set_ylim(0, 1)
         bars.set_title("probability")
     return figure
+
+
+def tuning_curves(results, title: str = "Cross-validated accuracy"):
+    """CV accuracy against k, one line per combination of the other parameters (kNN grids)."""
+    figure, ax = plt.subplots(figsize=(7, 4.5))
+    lines: dict[str, list] = {}
+    for point in results:
+        rest = ", ".join(f"{k}={v}" for k, v in sorted(point.params.items()) if k != "n_neighbors")
+        lines.setdefault(rest or "accuracy", []).append(
+            (point.params.get("n_neighbors"), point.mean, point.std)
+        )
+    for label, rows in lines.items():
+        rows.sort()
+        k, mean, std = (np.array(column, dtype=float) for column in zip(*rows, strict=True))
+        ax.errorbar(k, mean, yerr=std, marker="o", capsize=3, label=label)
+    ax.set_xlabel("k (n_neighbors)")
+    ax.set_ylabel("mean CV accuracy (bars: std over folds)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return figure

@@ -14,6 +14,7 @@ from .models import Model
 from .preprocess import segment, to_mnist_tile
 
 TILE = 28
+MARGIN = 4
 
 
 @dataclass
@@ -62,8 +63,11 @@ def tiles_to_model_input(tiles: np.ndarray, model: Model) -> np.ndarray:
     height, width = model.input_shape
     if (height, width) == (TILE, TILE) and model.max_value == 255:
         return tiles
+    # MNIST frames a digit's 20x20 box with 4 blank pixels; smaller datasets such as the
+    # UCI 8x8 digits fill their frame, so drop that margin before shrinking.
+    boxes = tiles[:, MARGIN : TILE - MARGIN, MARGIN : TILE - MARGIN]
     resized = np.stack(
-        [cv2.resize(t, (width, height), interpolation=cv2.INTER_AREA) for t in tiles]
+        [cv2.resize(t, (width, height), interpolation=cv2.INTER_AREA) for t in boxes]
     ).astype(np.float64)
     return np.rint(resized * (model.max_value / 255.0)).astype(np.uint8)
 
