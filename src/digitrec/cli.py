@@ -33,6 +33,7 @@ FromOpt = Annotated[
     Path | None, typer.Option("--from", help="MNIST files to read: IDX files' folder or mnist.npz")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+PlotsOpt = Annotated[Path | None, typer.Option("--plots", help="Write PNG figures here")]
 
 
 def main() -> None:
