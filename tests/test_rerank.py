@@ -37,10 +37,17 @@ def idm_reference(q: np.ndarray, r: np.ndarray, warp: int, context: int) -> floa
 
 
 @pytest.mark.parametrize(("warp", "context"), [(0, 0), (1, 1), (2, 1), (1, 2)])
-def test_idm_kernel_matches_the_definition(warp, context):
+@pytest.mark.parametrize("query_ink", ["everywhere", "in a corner block", "nowhere"])
+def test_idm_kernel_matches_the_definition(warp, context, query_ink):
     rng = np.random.default_rng(warp * 10 + context)
     q = rng.random((2, 9, 11), dtype=np.float32)
     r = rng.random((2, 9, 11), dtype=np.float32)
+    # A query with blank margins takes the kernel's shortcut outside the inked box.
+    if query_ink == "in a corner block":
+        q[:, :, :] *= np.pad(np.ones((4, 3), np.float32), ((1, 4), (6, 2)))
+    elif query_ink == "nowhere":
+        q[:] = 0
+    r[:, 6:, :4] = 0
     expected = idm_reference(q, r, warp, context)
     assert idm_distance(q, r, warp, context) == pytest.approx(expected, rel=1e-4)
 
