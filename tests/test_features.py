@@ -8,6 +8,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.pipeline import make_pipeline
 
+from digitrec import serialize
 from digitrec.errors import ParameterError
 from digitrec.features import (
     CenterOfMass,
@@ -124,3 +125,12 @@ def test_transformers_chain_in_a_pipeline_and_clone():
 def test_bad_parameters_are_named():
     with pytest.raises(ParameterError, match="sigma"):
         GaussianBlur(sigma=-1).fit_transform(upright_strokes())
+
+
+def test_a_fitted_pipeline_survives_the_model_store_state_round_trip():
+    pipe = make_pipeline(CenterOfMass(), Deskew(), GaussianBlur(1.0), Flatten(), L2Normalize())
+    X = shear(upright_strokes(), 0.3)
+    expected = pipe.fit_transform(X)
+    state, arrays = serialize.export_state(pipe)
+    fresh = serialize.import_state(clone(pipe), state, arrays)
+    np.testing.assert_array_equal(fresh.transform(X), expected)
