@@ -132,6 +132,18 @@ def test_round_trip_through_the_model_store(fitted, data, tmp_path):
     np.testing.assert_array_equal(restored.predict_proba(X_test), fitted.predict_proba(X_test))
 
 
+def test_round_trip_as_a_pipeline_step_through_serialize(fitted, data):
+    from sklearn.pipeline import Pipeline
+
+    from digitrec import serialize
+
+    _, _, X_test, _ = data
+    state, arrays = serialize.export_state(Pipeline([("cnn", fitted)]))
+    fresh = Pipeline([("cnn", CNNClassifier(**fitted.get_params()))])
+    serialize.import_state(fresh, json.loads(json.dumps(state)), arrays)
+    np.testing.assert_array_equal(fresh.predict_proba(X_test), fitted.predict_proba(X_test))
+
+
 def test_string_labels_survive_the_round_trip(data):
     X, y, X_test, _ = data
     names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
