@@ -238,3 +238,66 @@ def load(directory: Path) -> Model:
     if "input" not in saved.info:
         raise ModelFileError(f"{directory}: model.json lacks the input description")
     return Model(saved.kind, saved.params, estimator, saved.info)
+
+
+@register(
+    "random-forest",
+    "random forest of 100 trees on raw pixels (scikit-learn RandomForestClassifier)",
+    {"n_estimators": 100, "n_jobs": -1, "random_state": 0},
+)
+def _build_random_forest(**params):
+    from sklearn.ensemble import RandomForestClassifier
+
+    return Pipeline([("flatten", _flatten()), ("forest", RandomForestClassifier(**params))])
+
+
+@register(
+    "svc-rbf",
+    "kernel support vector machine (RBF) on pixels scaled to [0, 1] (scikit-learn SVC); "
+    "fit time grows with the square of the training set: use 10,000 images or fewer",
+    {"C": 5.0, "gamma": "scale"},
+)
+def _build_svc_rbf(**params):
+    from sklearn.preprocessing import FunctionTransformer
+    from sklearn.svm import SVC
+
+    def to_unit_interval(pixels):
+        # gamma="scale" adapts to any uniform scaling; this fixes the unit of a numeric gamma.
+        return pixels / 255.0
+
+    # probability=False: Platt scaling would cost five extra fits; Model.predict_proba gives
+    # one-hot rows for this kind instead.
+    return Pipeline(
+        [
+            ("flatten", _flatten()),
+            ("scale", FunctionTransformer(to_unit_interval)),
+            ("svc", SVC(kernel="rbf", **params)),
+        ]
+    )
+
+
+@register(
+    "cnn",
+    "small convolutional network, 28x28 images only, needs the cnn extra (digitrec.cnn)",
+    {
+        "epochs": 8,
+        "batch_size": 128,
+        "learning_rate": 0.005,
+        "validation_fraction": 0.1,
+        "patience": 3,
+        "seed": 0,
+        "augment": True,
+        "n_threads": None,
+    },
+)
+def _build_cnn(**params):
+    from .cnn import CNNClassifier  # imports torch only when it trains or loads weights
+
+    estimator = CNNClassifier(**params)
+    # CNNClassifier checks its parameters in _check_params rather than through the
+    # _parameter_constraints table that load() asks every step for: check them now, so bad
+    # values are refused before any data is loaded, and give it an empty table if it lacks one.
+    estimator._check_params()
+    if not hasattr(estimator, "_parameter_constraints"):
+        estimator._parameter_constraints = {}
+    return estimator
