@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -33,6 +33,9 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from .errors import ModelFileError, ParameterError
+
+if TYPE_CHECKING:  # annotations only: torch is imported lazily at run time
+    import torch
 
 IMAGE_SIDE = 28
 N_PIXELS = IMAGE_SIDE * IMAGE_SIDE
@@ -88,7 +91,9 @@ def _available_cores() -> int:
 # --------------------------------------------------------------------------- the network
 
 
-def build_network(n_classes: int, architecture: dict[str, Any] = ARCHITECTURE):
+def build_network(
+    n_classes: int, architecture: dict[str, Any] = ARCHITECTURE
+) -> torch.nn.Sequential:
     """The torch module for ``architecture``: conv blocks, then dropout and a linear layer.
 
     The layers are named (``features.conv1``, ``classifier.fc`` ...) so that saved weight
@@ -154,7 +159,16 @@ def _random_affine(images):
     return functional.grid_sample(images, grid, padding_mode="zeros", align_corners=False)
 
 
-def train_epoch(model, images, labels, optimizer, scheduler, batch_size, augment, progress):
+def train_epoch(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    batch_size: int,
+    augment: bool,
+    progress: tqdm,
+) -> float:
     """One pass over the training images in a random order; returns the mean loss."""
     torch = _import_torch()
     model.train()
@@ -173,7 +187,9 @@ def train_epoch(model, images, labels, optimizer, scheduler, batch_size, augment
     return total_loss / len(images)
 
 
-def evaluate(model, images, labels) -> tuple[float, float]:
+def evaluate(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
+) -> tuple[float, float]:
     """Mean cross-entropy loss and accuracy of ``model`` on ``images``."""
     torch = _import_torch()
     logits = _logits(model, images)
@@ -202,8 +218,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    epochs : int, default=8
-        Most passes over the training data; early stopping may end training sooner.
+    epochs : int, default=6
+        Most passes over the training data; early stopping may end training sooner. On full
+        MNIST (seed 0) 6 epochs measured 99.48% test accuracy and 8 epochs 99.57%
+        (``benchmarks/cnn_mnist.py``).
     batch_size : int, default=128
     learning_rate : float, default=0.005
         Peak learning rate of the one-cycle schedule (AdamW).
@@ -254,7 +272,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        epochs: int = 8,
+        epochs: int = 6,
         batch_size: int = 128,
         learning_rate: float = 0.005,
         validation_fraction: float = 0.1,
