@@ -4,10 +4,11 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Handwriting fonts for the generated photo and drawing test sets (Debian packages).
-FONT_PACKAGES := fonts-dkg-handwriting fonts-breip fonts-bwht fonts-femkeklaver \
-	fonts-humor-sans fonts-comic-neue fonts-dancingscript
-APT_PACKAGES := $(FONT_PACKAGES)
+# Handwriting fonts for the generated photo and drawing test sets, and Chromium for the
+# browser tests (Debian packages; Playwright never downloads a browser of its own).
+FONT_PACKAGES := fonts-dkg-handwriting fonts-breip fonts-bwht fonts-humor-sans \
+	fonts-comic-neue fonts-dancingscript fonts-ecolier-court fonts-klee fonts-kristi
+APT_PACKAGES := $(FONT_PACKAGES) chromium
 
 .PHONY: run test install install-dev data system-packages lint bench clean
 
