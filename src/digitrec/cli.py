@@ -340,3 +340,146 @@ def show(
     figure = plots.prediction_figure(image, predicted, data.y_test[index], probabilities)
     typer.echo(f"index {index}: predicted {predicted}, actual {data.y_test[index]}")
     typer.echo(str(plots.save_figure(figure, output)))
+
+
+# --- web app and the user's samples -------------------------------------------------------
+
+
+@app.command("serve")
+def serve(
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Model directory (default: the default model)")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on", min=1, max=65535)] = 8000,
+) -> None:
+    """Serve the web page and JSON API: draw or photograph digits, correct the answers."""
+    try:
+        import uvicorn
+
+        from .web.app import create_app
+    except ImportError as exc:
+        raise DigitrecError(
+            f"the web app needs the web extra ({exc.name} is missing): "
+            "pip install 'digitrec[web]'"
+        ) from None
+    directory = _model_dir(model)
+    if not (directory / "model.json").is_file():
+        how = (
+            "`digitrec train knn --dataset mnist` (or `make run`)"
+            if model is None
+            else f"`digitrec train knn --dataset mnist -o {directory}`"
+        )
+        raise DigitrecError(f"no model at {directory}: train one first with {how}")
+    application = create_app(model_dir=directory)
+    typer.echo(f"serving {directory} at http://{host}:{port}/ (Ctrl+C stops)")
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+samples_app = typer.Typer(
+    help="Your corrected digits (the web app's samples): list, export, import.",
+    no_args_is_help=True,
+)
+app.add_typer(samples_app, name="samples")
+
+
+@samples_app.command("list")
+def samples_list(as_json: JsonOpt = False) -> None:
+    """The stored samples: id, label and when each was added."""
+    from .samples import SampleStore, database_path
+
+    stored = SampleStore(database_path()).all()
+    if as_json:
+        typer.echo(
+            json.dumps([{"id": s.id, "label": s.label, "created": s.created} for s in stored])
+        )
+        return
+    for sample in stored:
+        typer.echo(f"{sample.id:>6}  {sample.label}  {sample.created}")
+    counts = np.bincount([s.label for s in stored], minlength=10).tolist() if stored else [0] * 10
+    typer.echo(f"{len(stored)} samples; per digit: {' '.join(map(str, counts))}")
+
+
+@samples_app.command("export")
+def samples_export(
+    directory: Annotated[Path, typer.Argument(help="Folder to write DIR/<digit>/*.png into")],
+) -> None:
+    """Write the samples as a folder dataset (usable as --dataset folder:DIR)."""
+    from .samples import SampleStore, database_path, export_folder
+
+    written = export_folder(SampleStore(database_path()), directory)
+    typer.echo(f"wrote {len(written)} samples to {directory}")
+
+
+@samples_app.command("import")
+def samples_import(
+    directory: Annotated[Path, typer.Argument(help="Folder dataset DIR/<digit>/*.png|jpg|webp")],
+) -> None:
+    """Store the images of a folder dataset as samples (already stored ones are skipped)."""
+    from .samples import SampleStore, database_path, import_folder
+
+    result = import_folder(SampleStore(database_path()), directory)
+    typer.echo(
+        f"imported {len(result.added)} samples from {directory}"
+        f" ({len(result.skipped)} already stored)"
+    )
+
+
+@app.command("predict-batch")
+def predict_batch_cmd(
+    model: Annotated[Path, typer.Argument(help="Model directory")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A folder (recursive), a quoted glob, an .npz with an `images` array, "
+            "or folder:PATH"
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Parquet (.parquet) or CSV (.csv) to write")
+    ],
+    scheduler: Annotated[
+        str,
+        typer.Option(
+            help="local (a cluster on this machine), none (no Dask), or a Dask scheduler "
+            "address such as tcp://HOST:8786"
+        ),
+    ] = "local",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes for --scheduler local (default: one per core; 0: no Dask)"
+        ),
+    ] = None,
+    chunk_size: Annotated[int, typer.Option(help="Images per task", min=1)] = 500,
+    as_json: JsonOpt = False,
+) -> None:
+    """Read the digits in many images on a Dask cluster; one row per image.
+
+    A bad image becomes a row with its error. Rerunning with the same --output resumes an
+    interrupted run: finished chunks (kept in OUTPUT.parts/) are not recomputed.
+    """
+    from .batch import predict_batch
+
+    summary = predict_batch(
+        model,
+        source,
+        output,
+        scheduler=scheduler,
+        workers=workers,
+        chunk_size=chunk_size,
+        progress=not as_json,
+    )
+    if as_json:
+        typer.echo(json.dumps(summary.to_json()))
+        return
+    reused = (
+        f", {summary.reused_chunks} of {summary.chunks} chunks from an earlier run"
+        if summary.reused_chunks
+        else ""
+    )
+    typer.echo(
+        f"{summary.images} images, {summary.errors} errors -> {summary.output}\n"
+        f"read {summary.computed} images in {summary.seconds:.1f} s "
+        f"({summary.images_per_second:.1f} images/s){reused}"
+    )

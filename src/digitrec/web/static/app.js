@@ -1,0 +1,408 @@
+// digitrec's page: draw or photograph digits, see what the model read and why, correct it.
+// Plain DOM code, no libraries, so the page works offline from the installed package.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  strokes: [],          // each stroke: array of [x, y] in canvas pixels
+  drawing: null,        // the stroke being drawn
+  pointerId: null,
+  timer: null,
+  controller: null,     // aborts a prediction that a newer one replaces
+  sequence: 0,
+  last: null,           // {kind: "drawing" | "photo", body} to repeat after a correction
+  learns: true,
+};
+
+// --- small helpers -------------------------------------------------------------------------
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) if (child) node.append(child);
+  return node;
+}
+
+function percent(p) {
+  return `${Math.round(p * 100)}%`;
+}
+
+function setStatus(text, isError = false) {
+  const status = $("status");
+  status.textContent = text;
+  status.classList.toggle("error", isError);
+  status.setAttribute("role", isError ? "alert" : "status");
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, options);
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (error) {
+    body = null;
+  }
+  if (!response.ok) {
+    const detail = body && typeof body.detail === "string" ? body.detail : response.statusText;
+    throw new Error(detail || `request failed (${response.status})`);
+  }
+  return body;
+}
+
+// --- the drawing pad -----------------------------------------------------------------------
+
+const pad = $("pad");
+const ctx = pad.getContext("2d");
+const PEN = 18; // canvas pixels on a 280 px tall pad: about MNIST's stroke-to-height ratio
+
+function paint() {
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, pad.width, pad.height);
+  ctx.strokeStyle = "#000";
+  ctx.fillStyle = "#000";
+  ctx.lineWidth = PEN;
+  ctx.lineCap = "round";
+  ctx.lineJoin = "round";
+  const strokes = state.drawing ? [...state.strokes, state.drawing] : state.strokes;
+  for (const stroke of strokes) {
+    if (stroke.length === 1) {
+      ctx.beginPath();
+      ctx.arc(stroke[0][0], stroke[0][1], PEN / 2, 0, 2 * Math.PI);
+      ctx.fill();
+      continue;
+    }
+    ctx.beginPath();
+    ctx.moveTo(stroke[0][0], stroke[0][1]);
+    for (const [x, y] of stroke.slice(1)) ctx.lineTo(x, y);
+    ctx.stroke();
+  }
+}
+
+function padPoint(event) {
+  const rect = pad.getBoundingClientRect();
+  return [
+    ((event.clientX - rect.left) * pad.width) / rect.width,
+    ((event.clientY - rect.top) * pad.height) / rect.height,
+  ];
+}
+
+pad.addEventListener("pointerdown", (event) => {
+  if (state.drawing) return; // a second finger does not start a second stroke
+  event.preventDefault();
+  pad.setPointerCapture(event.pointerId);
+  state.pointerId = event.pointerId;
+  state.drawing = [padPoint(event)];
+  paint();
+});
+
+pad.addEventListener("pointermove", (event) => {
+  if (!state.drawing || event.pointerId !== state.pointerId) return;
+  // Coalesced events keep fast pen strokes smooth on devices that report them.
+  const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [];
+  for (const e of events.length ? events : [event]) state.drawing.push(padPoint(e));
+  paint();
+  schedulePrediction(400);
+});
+
+function endStroke(event) {
+  if (!state.drawing || event.pointerId !== state.pointerId) return;
+  state.strokes.push(state.drawing);
+  state.drawing = null;
+  state.pointerId = null;
+  paint();
+  schedulePrediction(150);
+}
+pad.addEventListener("pointerup", endStroke);
+pad.addEventListener("pointercancel", endStroke);
+
+$("undo").addEventListener("click", () => {
+  state.strokes.pop();
+  paint();
+  schedulePrediction(0);
+});
+
+$("clear").addEventListener("click", () => {
+  state.strokes = [];
+  paint();
+  schedulePrediction(0);
+});
+
+function schedulePrediction(delay) {
+  clearTimeout(state.timer);
+  state.timer = setTimeout(predictDrawing, delay);
+}
+
+function predictDrawing() {
+  const strokes = state.drawing ? [...state.strokes, state.drawing] : state.strokes;
+  if (strokes.length === 0) {
+    cancelPrediction();
+    state.last = null;
+    showEmpty("Draw a digit or choose a photo.");
+    return;
+  }
+  const body = JSON.stringify({ image: shrunkPad().toDataURL("image/png") });
+  $("photo-view").hidden = true;
+  predict({ kind: "drawing", body });
+}
+
+// The pad at half size: still far above the model's 28 pixels, and the server finds the
+// digits in a quarter of the pixels several times faster.
+function shrunkPad() {
+  const small = document.createElement("canvas");
+  small.width = pad.width / 2;
+  small.height = pad.height / 2;
+  const smallCtx = small.getContext("2d");
+  smallCtx.imageSmoothingQuality = "high";
+  smallCtx.drawImage(pad, 0, 0, small.width, small.height);
+  return small;
+}
+
+// --- photos --------------------------------------------------------------------------------
+
+$("photo-button").addEventListener("click", () => $("photo-input").click());
+
+$("photo-input").addEventListener("change", () => {
+  const file = $("photo-input").files[0];
+  if (!file) return;
+  const img = $("photo-img");
+  if (img.dataset.url) URL.revokeObjectURL(img.dataset.url);
+  img.dataset.url = URL.createObjectURL(file);
+  img.src = img.dataset.url;
+  $("boxes").replaceChildren();
+  $("photo-name").textContent = file.name;
+  $("photo-view").hidden = false;
+  const form = new FormData();
+  form.append("file", file, file.name);
+  predict({ kind: "photo", body: form });
+  $("photo-input").value = ""; // choosing the same file again still fires "change"
+});
+
+function drawBoxes(reading) {
+  const boxes = $("boxes");
+  boxes.replaceChildren();
+  const { width, height } = reading.image;
+  reading.digits.forEach((digit) => {
+    const [x, y, w, h] = digit.box;
+    const box = el("div", { class: "box" }, el("span", { text: String(digit.digit) }));
+    // Percentages keep the boxes on the digits however wide the photo is shown.
+    box.style.left = `${(100 * x) / width}%`;
+    box.style.top = `${(100 * y) / height}%`;
+    box.style.width = `${(100 * w) / width}%`;
+    box.style.height = `${(100 * h) / height}%`;
+    boxes.append(box);
+  });
+}
+
+// --- predictions ---------------------------------------------------------------------------
+
+function cancelPrediction() {
+  if (state.controller) state.controller.abort();
+  state.controller = null;
+}
+
+async function predict(request) {
+  cancelPrediction();
+  const controller = new AbortController();
+  state.controller = controller;
+  const sequence = ++state.sequence;
+  state.last = request;
+  const options = { method: "POST", body: request.body, signal: controller.signal };
+  if (request.kind === "drawing") options.headers = { "Content-Type": "application/json" };
+  setStatus(request.kind === "photo" ? "Reading the photo…" : "Reading…");
+  try {
+    const reading = await api("/api/predict", options);
+    if (sequence !== state.sequence) return; // a newer request has been sent meanwhile
+    showReading(reading, request.kind);
+  } catch (error) {
+    if (error.name === "AbortError" || sequence !== state.sequence) return;
+    showEmpty(`Could not read it: ${error.message}`, true);
+  }
+}
+
+function showEmpty(message, isError = false) {
+  setStatus(message, isError);
+  $("number").hidden = true;
+  $("digits").replaceChildren();
+}
+
+function showReading(reading, kind) {
+  if (kind === "photo") drawBoxes(reading);
+  if (!reading.digits.length) {
+    showEmpty(`Nothing read: ${reading.diagnosis || "no digits found"}.`);
+    return;
+  }
+  const count = reading.digits.length;
+  setStatus(`Read ${count} digit${count === 1 ? "" : "s"}:`);
+  const number = $("number");
+  number.textContent = reading.text;
+  number.hidden = false;
+  $("digits").replaceChildren(...reading.digits.map((digit, i) => digitCard(digit, i, count)));
+}
+
+function digitCard(digit, index, count) {
+  const name = count === 1 ? "The digit" : `Digit ${index + 1}`;
+  const card = el("article", { class: "digit", "data-digit": String(digit.digit) });
+  card.append(el("h3", { text: `${name}: ${digit.digit} (${percent(digit.probability)})` }));
+
+  const seen = el(
+    "figure",
+    { class: "seen" },
+    el("img", { class: "tile", src: digit.tile, alt: `The 28 by 28 tile the model saw` }),
+    el("figcaption", { text: "what the model saw" }),
+  );
+  card.append(seen);
+
+  const bars = el("ol", { class: "bars", "aria-label": "Probability of each digit" });
+  digit.probabilities.forEach((p, d) => {
+    const fill = el("span");
+    fill.style.width = percent(p);
+    bars.append(
+      el(
+        "li",
+        { class: d === digit.digit ? "best" : "" },
+        el("span", { text: String(d) }),
+        el("span", { class: "bar" }, fill),
+        el("span", { class: "pct", text: percent(p) }),
+      ),
+    );
+  });
+  card.append(bars);
+
+  if (digit.neighbors.length) {
+    const list = el("ul", { class: "neighbors" });
+    for (const n of digit.neighbors) {
+      const fromSample = n.sample_id !== null;
+      const what = fromSample ? `your sample: ${n.label}` : `training image: ${n.label}`;
+      list.append(
+        el(
+          "li",
+          { class: fromSample ? "from-sample" : "" },
+          el("img", { src: n.image, alt: what }),
+          el("span", { text: `${n.label} · ${n.distance.toFixed(0)}` }),
+          fromSample ? el("br") : null,
+          fromSample ? el("span", { text: "yours" }) : null,
+        ),
+      );
+    }
+    card.append(
+      el(
+        "details",
+        { class: "why" },
+        el("summary", { text: "Why this answer: the nearest examples (label · distance)" }),
+        list,
+      ),
+    );
+  }
+
+  card.append(correctionForm(digit, index));
+  return card;
+}
+
+function correctionForm(digit, index) {
+  const id = `correct-${index}`;
+  const select = el("select", { id, name: "label" });
+  for (let d = 0; d <= 9; d++) {
+    const option = el("option", { value: String(d), text: String(d) });
+    if (d === (digit.digit + 1) % 10) option.selected = true;
+    select.append(option);
+  }
+  const form = el(
+    "form",
+    { class: "correct" },
+    el("label", { for: id }, document.createTextNode("That's wrong, it is a"), select),
+    el("button", { type: "submit", text: "Save" }),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = form.querySelector("button");
+    button.disabled = true;
+    try {
+      const label = Number(select.value);
+      await api("/api/samples", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ image: digit.tile, label }),
+      });
+      await loadSamples();
+      if (state.last) await predict(state.last); // show what the model says now
+      setStatus(`Saved as a ${label}. ${$("status").textContent}`);
+    } catch (error) {
+      setStatus(`Could not save the correction: ${error.message}`, true);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return form;
+}
+
+// --- stored samples ------------------------------------------------------------------------
+
+async function loadSamples() {
+  const list = $("sample-list");
+  try {
+    const { samples } = await api("/api/samples");
+    list.replaceChildren(...samples.map(sampleItem));
+    const note = state.learns
+      ? "Digits you corrected. The model compares new drawings with them at once."
+      : "Digits you corrected. This kind of model does not use them; a kNN model would.";
+    $("samples-note").textContent = samples.length ? note : `${note} None yet.`;
+  } catch (error) {
+    $("samples-note").textContent = `Could not load the samples: ${error.message}`;
+  }
+}
+
+function sampleItem(sample) {
+  const when = new Date(sample.created);
+  const button = el("button", {
+    type: "button",
+    class: "danger",
+    text: "Delete",
+    "aria-label": `Delete sample ${sample.id} (a ${sample.label})`,
+  });
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      await api(`/api/samples/${sample.id}`, { method: "DELETE" });
+      await loadSamples();
+      if (state.last) await predict(state.last);
+    } catch (error) {
+      setStatus(`Could not delete the sample: ${error.message}`, true);
+      button.disabled = false;
+    }
+  });
+  return el(
+    "li",
+    { "data-id": String(sample.id) },
+    el("img", { src: sample.tile, alt: `Sample ${sample.id}` }),
+    el(
+      "div",
+      {},
+      el("div", { class: "label", text: String(sample.label) }),
+      el("div", { class: "when", text: when.toLocaleDateString() }),
+    ),
+    button,
+  );
+}
+
+// --- start ---------------------------------------------------------------------------------
+
+async function loadModel() {
+  try {
+    const info = await api("/api/model");
+    state.learns = info.learns_from_samples;
+    const accuracy =
+      info.accuracy === null ? "" : `, test accuracy ${(info.accuracy * 100).toFixed(1)}%`;
+    const size = info.training_size === null ? "" : ` on ${info.training_size} images`;
+    $("model-info").textContent = `Model: ${info.kind}${size}${accuracy}.`;
+  } catch (error) {
+    $("model-info").textContent = `Could not reach the server: ${error.message}`;
+  }
+}
+
+paint();
+loadModel().then(loadSamples);
