@@ -29,7 +29,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.decomposition import PCA
 from sklearn.utils.validation import check_is_fitted
 
-from .augment import augment
+from .augment import augment, augmentation_transforms
 from .errors import ModelFileError, ParameterError
 from .features import Deskew, GaussianBlur, as_images
 
@@ -37,6 +37,8 @@ __all__ = ["IDMClassifier", "idm_distance", "idm_features", "idm_pairs"]
 
 # A float32 distance block of about 128 MB per batch of queries bounds stage 1's memory.
 _BLOCK_BYTES = 128 * 1024 * 1024
+# Training images per chunk when building stage 1's (augmented, projected) references.
+_COPY_CHUNK = 4096
 
 
 # ---------------------------------------------------------------------------------------
@@ -356,15 +358,18 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
         """Derived search structures from the stored training images (fit and import)."""
         if upright is None:
             upright = self._upright(images)
-        if self.shift > 0:
-            copies, _, _ = augment(upright, None, shift=self.shift)
-            self.n_copies_ = len(copies) // len(upright)
-        else:
-            copies = upright
-            self.n_copies_ = 1
-        self.stage1_refs_ = np.ascontiguousarray(
-            self._project(self._stage1_pixels(copies)), dtype=np.float32
-        )
+        self.n_copies_ = len(augmentation_transforms(self.shift)) if self.shift > 0 else 1
+        n_dims = self.n_features_in_ if self.components_ is None else len(self.components_)
+        refs = np.empty((len(upright) * self.n_copies_, n_dims), np.float32)
+        # Copies are made, blurred and projected a chunk at a time: 60,000 MNIST images
+        # x 9 copies would be 1.7 GB of pixels at once, but only 86 MB once projected.
+        for start in range(0, len(upright), _COPY_CHUNK):
+            chunk = upright[start : start + _COPY_CHUNK]
+            if self.shift > 0:
+                chunk, _, _ = augment(chunk, None, shift=self.shift)
+            rows = slice(start * self.n_copies_, start * self.n_copies_ + len(chunk))
+            refs[rows] = self._project(self._stage1_pixels(chunk))
+        self.stage1_refs_ = refs
         self.stage1_sq_ = np.einsum("ij,ij->i", self.stage1_refs_, self.stage1_refs_)
         self.idm_refs_ = idm_features(upright, self.idm_blur) if self.rerank else None
 
