@@ -483,3 +483,47 @@ def predict_batch_cmd(
         f"read {summary.computed} images in {summary.seconds:.1f} s "
         f"({summary.images_per_second:.1f} images/s){reused}"
     )
+
+
+@app.command("compare")
+def compare_cmd(
+    model_kinds: Annotated[
+        str | None,
+        typer.Option(
+            "--models",
+            "-m",
+            help="Comma-separated kinds (default: knn, random-forest, linear-svc, cnn, svc-rbf)",
+        ),
+    ] = None,
+    dataset: DatasetOpt = "mnist",
+    train_size: Annotated[int | None, typer.Option(help="Stratified training subset")] = None,
+    test_size: Annotated[int | None, typer.Option(help="Stratified test subset")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the subsets")] = 0,
+    as_json: JsonOpt = False,
+    plots_dir: PlotsOpt = None,
+    source: FromOpt = None,
+) -> None:
+    """Train and test several models on one split: accuracy, time, size and peak memory.
+
+    Each model runs in a fresh child process; peak memory is its resident high-water mark
+    (ru_maxrss). svc-rbf trains on at most 10,000 images; its row says so.
+    """
+    from . import compare
+
+    kinds = [k.strip() for k in model_kinds.split(",") if k.strip()] if model_kinds else None
+    rows, skipped = compare.compare(
+        dataset, kinds, train_size, test_size, seed, source=source, progress=not as_json
+    )
+    for reason in skipped:
+        log.info(reason)
+    if plots_dir is not None:
+        from . import plots
+
+        figure = plots.comparison_chart(rows, title=f"Models compared on {rows[0].dataset}")
+        path = plots.save_figure(figure, plots_dir / "compare.png")
+    if as_json:
+        typer.echo(json.dumps([row.to_json() for row in rows]))
+        return
+    typer.echo(compare.format_table(rows))
+    if plots_dir is not None:
+        typer.echo(f"\nwrote {path}")

@@ -104,3 +104,40 @@ def tuning_curves(results, title: str = "Cross-validated accuracy"):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return figure
+
+
+def comparison_chart(rows, title: str = "Models compared"):
+    """One horizontal bar chart per measure of :func:`digitrec.compare.compare`'s rows."""
+    measures = [
+        ("accuracy", "test accuracy", "{:.4f}"),
+        ("fit_seconds", "fit seconds", "{:.1f}"),
+        ("predict_seconds_per_1000", "predict seconds / 1,000 images", "{:.3f}"),
+        ("size_mb", "model size on disk (MB)", "{:.2f}"),
+        ("peak_mb", "peak memory (MB)", "{:.0f}"),
+    ]
+    names = [row.model + (" *" if row.note else "") for row in rows]
+    figure, axes = plt.subplots(
+        1, len(measures), figsize=(3.4 * len(measures), 0.5 * len(rows) + 1.6), sharey=True
+    )
+    positions = np.arange(len(rows))
+    for ax, (key, label, fmt) in zip(axes, measures, strict=True):
+        values = np.array([getattr(row, key) for row in rows], dtype=float)
+        ax.barh(positions, values, color="#4477aa")
+        for y, value in zip(positions, values, strict=True):
+            ax.text(value, y, " " + fmt.format(value), va="center", fontsize=8)
+        if key == "accuracy":
+            # Accuracies of digit models differ in the second decimal: start the axis near
+            # the worst one so that the differences are visible.
+            low = max(0.0, float(values.min()) - 0.05)
+            ax.set_xlim(low, 1.0 + (1.0 - low) * 0.25)
+        else:
+            ax.set_xlim(0, float(values.max()) * 1.3 or 1.0)
+        ax.set_title(label, fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(positions, names)
+    axes[0].invert_yaxis()
+    notes = [f"* {row.model}: {row.note}" for row in rows if row.note]
+    figure.suptitle(title + ("\n" + "; ".join(notes) if notes else ""), fontsize=10)
+    figure.tight_layout()
+    return figure
