@@ -227,6 +227,7 @@ async function predict(request) {
 function showEmpty(message, isError = false) {
   setStatus(message, isError);
   $("number").hidden = true;
+  $("pad-answer").textContent = "";
   $("digits").replaceChildren();
 }
 
@@ -241,6 +242,8 @@ function showReading(reading, kind) {
   const number = $("number");
   number.textContent = reading.text;
   number.hidden = false;
+  // On a phone the result section is below the pad: repeat the answer beside the buttons.
+  $("pad-answer").textContent = kind === "drawing" ? `Reads: ${reading.text}` : "";
   $("digits").replaceChildren(...reading.digits.map((digit, i) => digitCard(digit, i, count)));
 }
 
@@ -305,11 +308,11 @@ function digitCard(digit, index, count) {
 
 function correctionForm(digit, index) {
   const id = `correct-${index}`;
-  const select = el("select", { id, name: "label" });
+  // No digit is chosen in advance: a correction is only saved once the user picks one.
+  const select = el("select", { id, name: "label", required: "" });
+  select.append(el("option", { value: "", text: "…" }));
   for (let d = 0; d <= 9; d++) {
-    const option = el("option", { value: String(d), text: String(d) });
-    if (d === (digit.digit + 1) % 10) option.selected = true;
-    select.append(option);
+    if (d !== digit.digit) select.append(el("option", { value: String(d), text: String(d) }));
   }
   const form = el(
     "form",
