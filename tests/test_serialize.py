@@ -214,3 +214,11 @@ def test_cnn_trains_saves_and_loads_through_the_registry(mnist, tmp_path):
     )
     assert loaded.kind == "cnn" and loaded.params["epochs"] == 1
     assert np.mean(loaded.predict(data.X_test) == data.y_test) > 0.3  # far above 0.1 chance
+
+
+def test_cnn_registry_defaults_are_the_classifier_defaults():
+    from digitrec.cnn import CNNClassifier
+
+    own = CNNClassifier().get_params()
+    del own["verbose"]  # a display setting, not part of the model
+    assert models.kind("cnn").defaults == own

@@ -280,7 +280,7 @@ def _build_svc_rbf(**params):
     "cnn",
     "small convolutional network, 28x28 images only, needs the cnn extra (digitrec.cnn)",
     {
-        "epochs": 8,
+        "epochs": 6,
         "batch_size": 128,
         "learning_rate": 0.005,
         "validation_fraction": 0.1,
