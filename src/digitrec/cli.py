@@ -527,3 +527,29 @@ def compare_cmd(
     typer.echo(compare.format_table(rows))
     if plots_dir is not None:
         typer.echo(f"\nwrote {path}")
+
+
+@app.command("report")
+def report_cmd(
+    model: Annotated[Path | None, typer.Argument(help="Model directory")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write")] = Path(
+        "report.html"
+    ),
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-d", help="Default: the model's own dataset")
+    ] = None,
+    test_size: Annotated[int | None, typer.Option(help="Stratified test subset")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the subset")] = 0,
+    examples: Annotated[
+        int, typer.Option(help="Misclassified images to show", min=0, max=500)
+    ] = 30,
+    source: FromOpt = None,
+) -> None:
+    """One self-contained HTML page: metrics, confusion heat map, mistakes (and, for kNN,
+    their nearest training images and accuracy against k). Opens offline."""
+    from .report import write_report
+
+    path = write_report(
+        _model_dir(model), output, dataset, test_size, seed, source, examples=examples
+    )
+    typer.echo(str(path))

@@ -1,0 +1,223 @@
+"""`digitrec report`: one self-contained HTML page, checked as text and in a real browser."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitrec import datasets, models, report
+from digitrec.errors import DigitrecError
+from digitrec.evaluate import evaluate
+
+DIGITREC = Path(sys.executable).with_name("digitrec")
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-sync",
+]
+IMG_SRC = re.compile(r"<img\b[^>]*\bsrc=\"([^\"]*)\"")
+
+
+@pytest.fixture(scope="module")
+def knn(uci) -> models.Model:
+    return models.train("knn", uci, {"n_neighbors": 3})
+
+
+@pytest.fixture(scope="module")
+def knn_page(knn, uci) -> str:
+    return report.build_report(knn, uci, "models/knn-uci")
+
+
+def decoded_images(page: str) -> list[Image.Image]:
+    images = []
+    for src in IMG_SRC.findall(page):
+        assert src.startswith("data:image/png;base64,"), src[:40]
+        images.append(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))))
+    return images
+
+
+# --- the page as text -------------------------------------------------------------------------
+
+
+def test_knn_page_has_every_section_and_only_embedded_images(knn_page, uci, knn):
+    accuracy = evaluate(knn, uci.X_test, uci.y_test).accuracy
+    assert f"knn on uci-digits: {accuracy:.2%} accurate</h1>" in knn_page
+    for heading in (
+        "Per-class results",
+        "Most confused pairs",
+        "Accuracy against k",
+        "Misclassified test images",
+    ):
+        assert f"<h2>{heading}</h2>" in knn_page
+    assert "nearest training images" in knn_page
+    images = decoded_images(knn_page)
+    result = evaluate(knn, uci.X_test, uci.y_test)
+    n_wrong = int(np.sum(result.y_true != result.y_pred))
+    examples = sum(min(count, 6) for _, _, count in result.most_confused(top=8))
+    # heat map + k curve, each mistake with its 5 neighbours, up to 6 examples of each pair
+    assert n_wrong > 0 and len(images) == 2 + n_wrong * (1 + 5) + examples
+    for image in images:
+        image.load()  # raises on a broken PNG
+        assert image.width > 0
+    assert "<script" not in knn_page and "http://" not in knn_page and "https://" not in knn_page
+
+
+def test_classification_table_has_each_digit_and_the_averages(knn_page):
+    table = knn_page.split('<table class="report">')[1].split("</table>")[0]
+    first_cells = re.findall(r"<tr[^>]*><td>([^<]*)</td>", table)
+    assert first_cells == [str(d) for d in range(10)] + ["macro avg", "weighted avg", "accuracy"]
+
+
+def test_gallery_shows_each_mistake_with_its_true_and_predicted_label(knn_page, knn, uci):
+    predicted = knn.predict(uci.X_test)
+    wrong = np.flatnonzero(predicted != uci.y_test)
+    shown = re.findall(r"true (\d)</span> <span class='pred'>predicted (\d)</span>", knn_page)
+    assert len(shown) == min(len(wrong), report.DEFAULT_EXAMPLES)
+    pairs = {(str(uci.y_test[i]), str(predicted[i])) for i in wrong}
+    assert set(shown) <= pairs
+
+
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+def test_accuracy_against_k_matches_a_model_fitted_for_each_k(uci, weights):
+    model = models.train("knn", uci, {"n_neighbors": 3, "weights": weights})
+    curve = report.knn_curve(model, uci.X_test, uci.y_test, k_max=9)
+    assert curve.ks == list(range(1, 10)) and curve.model_k == 3
+    for k in (1, 2, 3, 6, 9):
+        refit = models.train("knn", uci, {"n_neighbors": k, "weights": weights})
+        assert curve.accuracies[k - 1] == np.mean(refit.predict(uci.X_test) == uci.y_test)
+
+
+def test_a_non_knn_model_gets_no_neighbour_sections(uci):
+    model = models.train("linear-svc", uci, {"max_iter": 3000})
+    page = report.build_report(model, uci)
+    assert "<h2>Misclassified test images</h2>" in page
+    assert "Accuracy against k" not in page and "nearest training images" not in page
+    assert report.knn_curve(model, uci.X_test, uci.y_test, 5) is None
+
+
+def test_text_from_the_data_is_escaped(knn, uci):
+    hostile = datasets.Dataset(
+        '<script>alert("x")</script>', uci.X_train, uci.y_train, uci.X_test, uci.y_test, 16
+    )
+    page = report.build_report(knn, hostile, model_path="<img src=x onerror=alert(1)>")
+    assert "<script" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+
+
+def test_a_perfect_score_says_there_are_no_mistakes(uci):
+    easy = datasets.Dataset("easy", uci.X_train, uci.y_train, uci.X_train[:50], uci.y_train[:50])
+    model = models.train("knn", easy, {"n_neighbors": 1})
+    page = report.build_report(model, easy)
+    assert page.count("No mistakes on this test split.") == 2  # confused pairs and gallery
+
+
+def test_images_of_another_size_are_refused(knn, mnist):
+    with pytest.raises(DigitrecError, match="the model takes"):
+        report.build_report(knn, mnist.subset(100, 100))
+
+
+def test_cli_writes_the_report(tmp_path):
+    env = dict(os.environ)
+    done = subprocess.run(
+        [str(DIGITREC), "train", "knn", "-d", "uci-digits", "-o", str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "out" / "report.html"
+    done = subprocess.run(
+        [str(DIGITREC), "report", str(tmp_path / "m"), "-o", str(out), "--examples", "4"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(out)
+    page = out.read_text()
+    assert page.startswith("<!DOCTYPE html>") and len(re.findall('<figure class="card"', page)) == 4
+    done = subprocess.run(
+        [str(DIGITREC), "report", str(tmp_path / "nothing"), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 1 and done.stderr.startswith("error: no model at")
+
+
+# --- the page in a browser --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright; never a browser Playwright downloads itself."""
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: run `make test`, which installs Debian's chromium "
+            "(or `apt-get install chromium`)"
+        )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright is not installed: run `make test` (the dev extra)")
+    with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        yield context
+        context.close()
+
+
+def test_report_renders_offline_in_chromium(browser, mnist, tmp_path):
+    data = mnist.subset(3000, 500, seed=0)
+    model = models.train("knn", data, {"n_neighbors": 3})
+    models.save(model, tmp_path / "knn-mnist")
+    path = report.write_report(tmp_path / "knn-mnist", tmp_path / "report.html", test_size=500)
+    accuracy = evaluate(model, data.X_test, data.y_test).accuracy
+
+    page = browser.new_page()
+    requested = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(path.resolve().as_uri())
+    page.wait_for_load_state("load")
+    assert page.locator("#headline").inner_text() == f"knn on mnist: {accuracy:.2%} accurate"
+    counts = page.evaluate(
+        "() => { const all = Array.from(document.images);"
+        " return [all.length, all.filter(i => i.complete && i.naturalWidth > 0).length]; }"
+    )
+    assert counts[0] > 100 and counts[1] == counts[0]
+    chart_width = page.evaluate("() => document.querySelector('figure.chart img').naturalWidth")
+    assert chart_width > 300
+    assert all(url.startswith(("file:", "data:")) for url in requested), requested
+
+    shot = tmp_path / "report.png"
+    page.screenshot(path=str(shot), full_page=True)
+    page.close()
+    image = np.asarray(Image.open(shot).convert("L"))
+    assert image.shape[0] > 2000 and image.shape[1] == 1280
+    assert image.std() > 20  # text, tables and digits, not a blank page
