@@ -324,3 +324,24 @@ def test_the_command_line_reports_a_bad_output_name_in_one_line(model_dir, image
     assert done.stderr.strip().splitlines() == [
         f"error: output {workdir / 'out.xlsx'} must end in .parquet, .pq or .csv"
     ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "grid"),
+    [
+        ("knn", {"n_neighbors": [1, 3, 5], "p": [1, 2], "weights": ["uniform", "distance"]}),
+        ("linear-svc", {"C": [0.1, 1.0]}),
+    ],
+)
+def test_cross_validation_on_the_cluster_scores_exactly_as_tune(cluster, uci, kind, grid):
+    from digitrec import tuning
+
+    here = tuning.tune(kind, uci, grid, folds=3, progress=False)
+    there = batch.tune_on_dask(
+        kind, uci, grid, folds=3, scheduler=cluster.scheduler_address, progress=False
+    )
+    assert [(p.params, p.scores) for p in there.results] == [
+        (p.params, p.scores) for p in here.results
+    ]
+    assert there.best.params == here.best.params
+    assert there.test_accuracy == here.test_accuracy

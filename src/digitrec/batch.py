@@ -27,14 +27,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import models, store
+from . import models, store, tuning
+from .datasets import Dataset
 from .errors import DatasetError, DigitrecError, ParameterError
 from .images import load_image
 from .preprocess import segment, to_mnist_tile
@@ -579,3 +580,95 @@ def read_output(path: str | Path) -> list[dict[str, Any]]:
         column_types=_schema(), strings_can_be_null=True, quoted_strings_can_be_null=False
     )
     return pcsv.read_csv(path, convert_options=options).to_pylist()
+
+
+# --- cross-validation on a cluster -----------------------------------------------------------
+
+
+def tune_on_dask(
+    kind: str,
+    dataset: Dataset,
+    grid: dict[str, list] | None = None,
+    folds: int = 5,
+    *,
+    scheduler: str = "local",
+    workers: int | None = None,
+    refit: bool = True,
+    progress: bool = True,
+) -> tuning.TuneResult:
+    """:func:`digitrec.tuning.tune` with its folds and grid points run as Dask tasks.
+
+    Same folds, same scores, same best point, same refit: the tasks call tuning's own
+    scoring on one fold each. The training images go to every worker once. kNN points that
+    share a metric stay in one task, so each fold is still searched once per metric; other
+    kinds make one task per grid point and fold. ``scheduler`` and ``workers`` are as for
+    :func:`predict_batch` (``"none"`` or 0 runs :func:`digitrec.tuning.tune` itself).
+    """
+    from sklearn.model_selection import ParameterGrid, StratifiedKFold
+
+    scheduler = _scheduler_choice(scheduler, workers)
+    if scheduler == "none":
+        return tuning.tune(kind, dataset, grid, folds=folds, refit=refit, progress=progress)
+    if folds < 2:
+        raise ParameterError(f"--folds must be at least 2, got {folds}")
+    grid = grid if grid is not None else tuning.DEFAULT_GRIDS.get(kind)
+    if not grid:
+        raise ParameterError(f"no default grid for {kind}: give one with --grid name=v1,v2")
+    points = list(ParameterGrid(grid))
+    models.build(kind, points[0])  # refuse unknown parameter names before any work
+    splits = list(StratifiedKFold(n_splits=folds).split(dataset.X_train, dataset.y_train))
+    tasks = [(members, f) for members in _task_groups(kind, points) for f in range(len(splits))]
+    scores = [[0.0] * len(splits) for _ in points]
+    start = time.perf_counter()
+    # The workers score folds of the training split only; the test split stays here.
+    training_only = replace(dataset, X_test=dataset.X_train[:0], y_test=dataset.y_train[:0])
+    with _dask_client(scheduler, workers) as client:
+        from distributed import as_completed
+
+        shared = client.scatter(training_only, broadcast=True, hash=False)
+        futures = [
+            client.submit(
+                _fold_scores, kind, shared, [points[i] for i in members], splits[f], pure=False
+            )
+            for members, f in tasks
+        ]
+        task_of = {future.key: task for future, task in zip(futures, tasks, strict=True)}
+        bar = tqdm(total=len(tasks), desc="cross-validating", unit="task", disable=not progress)
+        try:
+            for future in as_completed(futures):
+                members, f = task_of[future.key]
+                for i, column in zip(members, future.result(), strict=True):
+                    scores[i][f] = column[0]
+                bar.update()
+        finally:
+            bar.close()
+    result = tuning.TuneResult(
+        kind,
+        folds,
+        [tuning.GridPoint(p, s) for p, s in zip(points, scores, strict=True)],
+        seconds=0.0,
+    )
+    if refit and len(dataset.y_test):
+        model = models.train(kind, dataset, result.best.params)
+        result.test_accuracy = float(np.mean(model.predict(dataset.X_test) == dataset.y_test))
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _task_groups(kind: str, points: list[dict]) -> list[list[int]]:
+    """Indices of the grid points scored together in one task."""
+    if kind != "knn":
+        return [[i] for i in range(len(points))]
+    defaults = models.REGISTRY["knn"].defaults
+    groups: dict[tuple, list[int]] = {}
+    for i, point in enumerate(points):
+        params = {**defaults, **point}
+        groups.setdefault((params["metric"], params["p"]), []).append(i)
+    return list(groups.values())
+
+
+def _fold_scores(kind: str, dataset: Dataset, points: list[dict], split) -> list[list[float]]:
+    """Accuracy of each point on one fold, computed by tuning's own scoring."""
+    if kind == "knn":
+        return tuning._knn_scores(dataset, points, [split], False)
+    return tuning._generic_scores(kind, dataset, points, [split], False)
