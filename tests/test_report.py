@@ -108,6 +108,8 @@ def test_a_non_knn_model_gets_no_neighbour_sections(uci):
     assert "<h2>Misclassified test images</h2>" in page
     assert "Accuracy against k" not in page and "nearest training images" not in page
     assert report.knn_curve(model, uci.X_test, uci.y_test, 5) is None
+    # LinearSVC has no probabilities: no made-up confidence, mistakes in test-set order.
+    assert "in test-set order (no probabilities)" in page and "confidence" not in page
 
 
 def test_text_from_the_data_is_escaped(knn, uci):

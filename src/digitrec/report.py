@@ -280,6 +280,9 @@ def _gallery(
     proba = model.predict_proba(data.X_test[wrong])
     confidence = proba.max(axis=1)
     order = np.argsort(-confidence, kind="stable")[:examples]
+    # Models without probabilities (svc-rbf, linear-svc) give one-hot rows: a "confidence"
+    # of 1 for every mistake says nothing, so it is not shown.
+    certain = bool(np.all(confidence == 1.0))
     train_images = model.training_images() if curve is not None else None
     train_labels = model.training_labels() if curve is not None else None
     cards = []
@@ -290,7 +293,9 @@ def _gallery(
             f'<figure class="card">{_img(data.X_test[i], model.max_value, f"test image {i}", 96)}'
             f"<figcaption><span class='true'>true {_e(true)}</span> "
             f"<span class='pred'>predicted {_e(predicted)}</span>"
-            f"<span class='sub'>#{i} &middot; confidence {confidence[position]:.2f}</span>"
+            f"<span class='sub'>#{i}"
+            + ("" if certain else f" &middot; confidence {confidence[position]:.2f}")
+            + "</span>"
             "</figcaption>"
         )
         if curve is not None and train_images is not None:
@@ -310,10 +315,9 @@ def _gallery(
                 f"(label &middot; distance)</div>{''.join(near)}</div>"
             )
         cards.append(card + "</figure>")
+    order_note = "in test-set order (no probabilities)" if certain else "most confident first"
     shown = f"{len(order)} of {len(wrong):,}" if len(order) < len(wrong) else f"all {len(wrong)}"
-    return (
-        f'<p>{shown} mistakes, most confident first.</p><div class="gallery">{"".join(cards)}</div>'
-    )
+    return f'<p>{shown} mistakes, {order_note}.</p><div class="gallery">{"".join(cards)}</div>'
 
 
 # --- images ---------------------------------------------------------------------------------
