@@ -191,7 +191,9 @@ def test_models_without_neighbours_say_so(trained, uci):
 
 def test_full_mnist_knn_k3_accuracy_is_the_published_0_9705(mnist):
     model = models.train("knn", mnist, {"n_neighbors": 3})
-    assert model.params["weights"] == "uniform" and model.params["metric"] == "euclidean"
+    # The registry's defaults are scikit-learn's: uniform votes, Minkowski p=2 (euclidean).
+    assert model.params["weights"] == "uniform"
+    assert (model.params["metric"], model.params["p"]) == ("minkowski", 2)
     accuracy = float(np.mean(model.predict(mnist.X_test) == mnist.y_test))
     assert round(accuracy, 4) == 0.9705
 
