@@ -304,7 +304,9 @@ def test_sync_picks_up_what_another_process_stored(knn, small, store):
     assert personal.n_samples == 3 and personal.revision == store.revision()
 
 
-def test_a_label_the_model_never_saw_is_refused(mnist):
+def test_a_label_the_model_never_saw_is_refused_when_added_and_left_out_when_loaded(
+    mnist, store
+):
     only_low = mnist.subset(500, 100, seed=0)
     keep = only_low.y_train < 5
     low = datasets.Dataset(
@@ -313,6 +315,11 @@ def test_a_label_the_model_never_saw_is_refused(mnist):
     personal = PersonalModel(models.train("knn", low, {"n_neighbors": 3}))
     with pytest.raises(SampleError, match="knows the digits 0, 1, 2, 3, 4"):
         personal.add_sample(_sample(1, only_low.X_test[0], 7), revision=1)
+    # A shared database may hold digits this model lacks: they are skipped, not fatal.
+    store.add_many(list(only_low.X_test[:2]), [7, 2])
+    personal.sync(store)
+    assert personal.n_samples == 1
+    assert personal.nearest(only_low.X_test[1:2])[0][0].label == 2
 
 
 def test_models_that_are_not_knn_cannot_take_samples(small):

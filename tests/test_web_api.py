@@ -394,6 +394,43 @@ def test_garbage_never_gives_a_server_error(client):
             assert isinstance(response.json()["detail"], str)
 
 
+def _encoded(mode: str, size: tuple[int, int], fmt: str = "PNG", fill=0) -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, fill).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _encoded("L", (1, 1)),
+        _encoded("L", (3000, 1), fill=255),
+        _encoded("L", (28, 28)),
+        _encoded("L", (28, 28), fill=255),
+        _encoded("RGBA", (64, 64)),  # fully transparent
+        _encoded("I;16", (40, 40), fill=30000),
+        _encoded("P", (50, 50)),
+        _encoded("CMYK", (60, 40), "JPEG"),
+        _encoded("1", (80, 80), fill=1),
+    ],
+    ids=[
+        "1x1",
+        "3000x1",
+        "black-tile",
+        "white-tile",
+        "transparent",
+        "16-bit",
+        "palette",
+        "cmyk-jpeg",
+        "1-bit",
+    ],
+)
+def test_odd_but_valid_images_are_read_without_a_server_error(client, data):
+    response = client.post("/api/predict", files={"file": ("odd", data)})
+    assert response.status_code == 200, response.text
+    assert response.json()["digits"] == [] and response.json()["diagnosis"]
+
+
 # --- other models, and no model -------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ Screenshots go to ``$DIGITREC_SCREENSHOTS`` if set, else to a pytest temporary d
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 
 from digitrec import models, synthetic
 
@@ -220,6 +222,28 @@ def test_photo_upload_shows_boxes_around_the_digits(desktop, server, screenshots
         assert abs(box["x"] - (shown["x"] + digit["box"][0] * scale)) < 2
         assert abs(box["width"] - digit["box"][2] * scale) < 2
     page.screenshot(path=screenshots / "photo-1280x800.png", full_page=True)
+    assert desktop.errors == []
+
+
+def test_a_large_photo_is_shrunk_before_upload(desktop, server):
+    font = synthetic.handwriting_fonts()[0]
+    small = synthetic.photo("2024", np.random.default_rng(0), font=font, shadow=0.0, quality=95)
+    large = Image.open(io.BytesIO(small)).resize((2400, 1600), Image.LANCZOS)
+    buffer = io.BytesIO()
+    large.save(buffer, "JPEG", quality=92)
+    sizes = []
+    desktop.page.on(
+        "request",
+        lambda r: sizes.append(len(r.post_data_buffer or b"")) if "/api/predict" in r.url else 0,
+    )
+    desktop.page.set_input_files(
+        "#photo-input",
+        files=[{"name": "big.jpg", "mimeType": "image/jpeg", "buffer": buffer.getvalue()}],
+    )
+    desktop.wait_for_number("2024")
+    assert desktop.page.inner_text("#photo-name") == "big.jpg, 2400×1600, sent at 1600×1067"
+    assert desktop.page.locator("#boxes .box").count() == 4
+    assert sizes and sizes[-1] < len(buffer.getvalue())
     assert desktop.errors == []
 
 

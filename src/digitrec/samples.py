@@ -340,8 +340,13 @@ class PersonalModel(Model):
         return self._samples.revision
 
     def set_samples(self, samples: list[Sample], revision: int) -> None:
-        """Replace the samples (after another process changed the database)."""
-        built = self._sample_set(samples, revision)
+        """Replace the samples (after another process changed the database).
+
+        Samples of digits the model has no class for are left out: they cannot vote, and one
+        of them must not stop every prediction (a model trained on a folder with only some
+        digits shares the database with models that know them all)."""
+        known = set(self.classes.tolist())
+        built = self._sample_set([s for s in samples if s.label in known], revision)
         with self._lock:
             self._samples = built
 

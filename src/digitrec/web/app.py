@@ -309,11 +309,16 @@ class Service:
     def predict(self, data: bytes, name: str) -> dict[str, Any]:
         image = self.load(data, name)
         self.sync()
-        if self.personal is not None:
-            reading = read_image(self.personal, image)  # searches lock only themselves
-        else:
-            with self.one_at_a_time():
-                reading = read_image(self.base, image)
+        try:
+            if self.personal is not None:
+                reading = read_image(self.personal, image)  # searches lock only themselves
+            else:
+                with self.one_at_a_time():
+                    reading = read_image(self.base, image)
+        except ImageError as exc:
+            # read_image raises "no ink found" for a blank 28x28 image where it diagnoses
+            # every other blank image; answer both the same way.
+            reading = Reading(diagnosis=str(exc))
         body = reading.to_json()
         for out, neighbors, digit in zip(
             body["digits"], self._neighbors(reading), reading.digits, strict=True
@@ -427,7 +432,6 @@ def create_app(
     @app.get("/api/model", response_model=ModelOut)
     def model_info() -> dict[str, Any]:
         dataset = model.info.get("dataset", {})
-        service.sync()
         return {
             "kind": model.kind,
             "params": model.params,
