@@ -36,7 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     kinds = args.models.split(",") if args.models else None
     print(f"cores: {os.cpu_count()}; load average before: {compare.load_average()}", flush=True)
     started = time.perf_counter()
-    rows, skipped = compare.compare("mnist", kinds, args.train_size, args.test_size)
+    rows, skipped = compare.compare(
+        "mnist",
+        kinds,
+        args.train_size,
+        args.test_size,
+        # Each row as it comes: a full run takes long enough that partial results matter.
+        on_row=lambda row: print(f"done: {row.to_json()}", flush=True),
+    )
     minutes = (time.perf_counter() - started) / 60
     print(f"load average after: {compare.load_average()}; {minutes:.1f} min in all")
     for reason in skipped:

@@ -22,14 +22,16 @@ DIGITREC = Path(sys.executable).with_name("digitrec")
 @pytest.fixture(scope="module")
 def rows():
     """knn, a small forest and svc-rbf capped at 300 training images, on UCI digits."""
+    reported = []
     found, skipped = compare.compare(
         "uci-digits",
         ["knn", "random-forest", "svc-rbf"],
         params={"random-forest": {"n_estimators": 10}},
         limits={"svc-rbf": 300},
         progress=False,
+        on_row=reported.append,
     )
-    assert skipped == []
+    assert skipped == [] and reported == found
     return {row.model: row for row in found}
 
 

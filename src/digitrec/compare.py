@@ -22,6 +22,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
@@ -113,11 +114,13 @@ def compare(
     limits: dict[str, int] | None = None,
     source: str | Path | None = None,
     progress: bool = True,
+    on_row: Callable[[Row], None] | None = None,
 ) -> tuple[list[Row], list[str]]:
     """Train and test each model kind on one split; returns the rows and what was left out.
 
     ``params`` maps a kind to parameters overriding its defaults; ``limits`` (default
-    :data:`TRAIN_LIMITS`) caps the training images of a kind.
+    :data:`TRAIN_LIMITS`) caps the training images of a kind. ``on_row`` is called with each
+    row as soon as it is measured (full-MNIST runs take many minutes per model).
     """
     data = _subset(datasets.load(dataset, source), train_size, test_size, seed)
     chosen, skipped = choose_models(kinds, data.image_shape)
@@ -137,11 +140,12 @@ def compare(
     for name in bar:
         bar.set_postfix(model=name)
         limit = limits.get(name)
-        rows.append(
-            _in_child(
-                measure, {**job, "kind": name, "params": params.get(name, {}), "limit": limit}
-            )
+        row = _in_child(
+            measure, {**job, "kind": name, "params": params.get(name, {}), "limit": limit}
         )
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
     return rows, skipped
 
 
