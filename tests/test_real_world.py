@@ -341,3 +341,51 @@ def test_distort_refuses_bad_parameters():
         distort(tiles, np.random.default_rng(0), thicker=0.8, thinner=0.5)
     with pytest.raises(ParameterError, match="28x28"):
         distort(np.zeros((1, 8, 8), np.uint8), np.random.default_rng(0))
+
+
+# --- the model kinds for real-world handwriting ----------------------------------------------
+
+
+def test_knn_idm_kind_round_trips_through_the_model_store(mnist, tmp_path):
+    small = mnist.subset(600, 100, seed=0)
+    params = {"n_candidates": 20, "batch_size": 50}
+    model = models.train("knn-idm", small, params)
+    directory = models.save(model, tmp_path / "idm")
+    loaded = models.load(directory)
+    assert loaded.kind == "knn-idm" and loaded.params["n_candidates"] == 20
+    assert np.array_equal(loaded.predict(small.X_test), model.predict(small.X_test))
+    assert (model.predict(small.X_test) == small.y_test).mean() > 0.8
+
+
+def test_knn_idm_kind_refuses_bad_parameters_before_training():
+    from digitrec.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="warp"):
+        models.build("knn-idm", {"warp": 9})
+
+
+def test_cnn_robust_kind_trains_saves_and_loads(mnist, tmp_path):
+    pytest.importorskip("torch")
+    small = mnist.subset(400, 100, seed=0)
+    params = {"epochs": 1, "batch_size": 32, "n_threads": 1, "copies": 1}
+    model = models.train("cnn-robust", small, params)
+    loaded = models.load(models.save(model, tmp_path / "cnn-robust"))
+    assert loaded.params["copies"] == 1
+    np.testing.assert_allclose(
+        loaded.predict_proba(small.X_test), model.predict_proba(small.X_test), atol=1e-5
+    )
+
+
+def test_robust_cnn_validates_on_originals_and_trains_on_their_copies_only():
+    from digitrec.robust import RobustCNNClassifier
+
+    estimator = RobustCNNClassifier(copies=2, validation_fraction=0.2)
+    labels = np.repeat(np.arange(10), 10)
+    estimator._n_originals = len(labels)
+    train, val = estimator._validation_split(np.tile(labels, 3), seed=0)
+    originals = set(range(100))
+    assert set(val) <= originals and len(val) == 20
+    expected = {i + k * 100 for i in set(train) & originals for k in range(3)}
+    assert set(train) == expected
+    held_out_copies = {i + k * 100 for i in val for k in (1, 2)}
+    assert not held_out_copies & set(train)

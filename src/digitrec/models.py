@@ -301,3 +301,60 @@ def _build_cnn(**params):
     if not hasattr(estimator, "_parameter_constraints"):
         estimator._parameter_constraints = {}
     return estimator
+
+
+@register(
+    "knn-idm",
+    "kNN on deskewed digits re-ranked by the image distortion model (digitrec.rerank); "
+    "the most tolerant of handwriting unlike MNIST's (benchmarks/real_world.py)",
+    {
+        "n_neighbors": 1,
+        "weights": "uniform",
+        "n_candidates": 100,
+        "deskew": True,
+        "blur": 0.0,
+        "n_components": 40,
+        "shift": 1,
+        "rerank": True,
+        "warp": 2,
+        "context": 1,
+        "idm_blur": 0.5,
+        "batch_size": 1000,
+        "random_state": 0,
+    },
+)
+def _build_knn_idm(**params):
+    from .rerank import IDMClassifier
+
+    estimator = IDMClassifier(**params)
+    # Refuse bad values now, before any data is loaded (IDMClassifier checks in fit).
+    estimator._check_params()
+    return estimator
+
+
+@register(
+    "cnn-robust",
+    "the cnn trained on MNIST plus elastically distorted, slanted, thickened and thinned "
+    "copies (digitrec.robust); needs the cnn extra",
+    {
+        "epochs": 6,
+        "batch_size": 128,
+        "learning_rate": 0.005,
+        "validation_fraction": 0.1,
+        "patience": 3,
+        "seed": 0,
+        "augment": True,
+        "n_threads": None,
+        "copies": 1,
+        "distortion_seed": 0,
+    },
+)
+def _build_cnn_robust(**params):
+    from .robust import RobustCNNClassifier  # imports torch only when it trains
+
+    estimator = RobustCNNClassifier(**params)
+    # As for "cnn": check now, and give load() the empty constraints table it asks for.
+    estimator._check_params()
+    if not hasattr(estimator, "_parameter_constraints"):
+        estimator._parameter_constraints = {}
+    return estimator
