@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from digitrec.augment import augment
 from digitrec.errors import ParameterError
 from digitrec.rerank import (
     IDMClassifier,
@@ -82,11 +83,11 @@ def test_idm_pairs_checks_candidate_indices():
 
 def test_nearest_originals_takes_the_best_copy():
     rng = np.random.default_rng(3)
-    refs = rng.random((30, 5), dtype=np.float32)  # 10 originals x 3 copies
+    refs = rng.random((30, 5), dtype=np.float32)  # 3 copies x 10 originals, copy-major
     queries = rng.random((4, 5), dtype=np.float32)
     dist, idx = nearest_originals(refs, queries, n_copies=3, k=4)
-    full = np.sqrt(((queries[:, None, :] - refs[None]) ** 2).sum(-1)).reshape(4, 10, 3)
-    best = full.min(axis=2)
+    full = np.sqrt(((queries[:, None, :] - refs[None]) ** 2).sum(-1)).reshape(4, 3, 10)
+    best = full.min(axis=1)
     np.testing.assert_array_equal(idx, np.argsort(best, axis=1)[:, :4])
     np.testing.assert_allclose(dist, np.sort(best, axis=1)[:, :4], rtol=1e-4)
 
@@ -154,3 +155,18 @@ def test_bad_parameters_are_refused_by_name(params):
     name = next(iter(params)) if "n_candidates" not in params else "n_candidates"
     with pytest.raises(ParameterError, match=name):
         IDMClassifier(**params).fit(np.zeros((4, 28, 28)), np.arange(4))
+
+
+def test_stage_1_with_shifted_copies_is_the_brute_force_minimum_over_copies(slice_):
+    X, y, X_te, _ = slice_
+    model = IDMClassifier(rerank=False, shift=1, deskew=False, n_components=None)
+    model.fit(X[:300], y[:300])
+    dist, idx = model.kneighbors(X_te[:6], n_neighbors=4)
+    copies, _, origin = augment(X[:300], None, shift=1)
+    q = X_te[:6].reshape(6, -1).astype(np.float64)
+    c = copies.reshape(len(copies), -1).astype(np.float64)
+    full = np.sqrt(((q[:, None, :] - c[None]) ** 2).sum(-1))
+    best = np.full((6, 300), np.inf)
+    np.minimum.at(best, (np.arange(6)[:, None], origin[None, :]), full)
+    np.testing.assert_array_equal(idx, np.argsort(best, axis=1, kind="stable")[:, :4])
+    np.testing.assert_allclose(dist, np.sort(best, axis=1)[:, :4], rtol=1e-4)

@@ -204,11 +204,12 @@ def nearest_originals(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact euclidean ``k`` nearest *originals*, sorted; distances float64, indices int64.
 
-    ``references`` ``(n * n_copies, d)`` is origin-major (see :mod:`digitrec.augment`); the
-    distance to original ``i`` is the smallest distance to any of its copies. One float32
-    matrix product per block of queries (``|r|^2 - 2 q.r``, the ``|q|^2`` term added after
-    the selection since it does not change the order). Pass ``reference_sq_norms`` (the
-    float32 ``|r|^2`` of every row) to save recomputing them on every call.
+    ``references`` ``(n_copies * n, d)`` is copy-major: row ``j * n + i`` is copy ``j`` of
+    original ``i``, so the distance to original ``i`` (the smallest over its copies) is an
+    element-wise minimum of ``n_copies`` contiguous slabs. One float32 matrix product per
+    block of queries (``|r|^2 - 2 q.r``, the ``|q|^2`` term added after the selection since
+    it does not change the order). Pass ``reference_sq_norms`` (the float32 ``|r|^2`` of
+    every row) to save recomputing them on every call.
     """
     references = np.ascontiguousarray(references, dtype=np.float32)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -224,11 +225,13 @@ def nearest_originals(
     idx = np.empty((len(queries), k), np.int64)
     for start in range(0, len(queries), block):
         q = queries[start : start + block]
-        d = q @ references.T
-        d *= -2.0
+        d = (-2.0 * q) @ references.T
         d += ref_sq
         if n_copies > 1:
-            d = d.reshape(len(q), n_ref, n_copies).min(axis=2)
+            slabs = d.reshape(len(q), n_copies, n_ref)
+            d = slabs[:, 0]
+            for j in range(1, n_copies):
+                np.minimum(d, slabs[:, j], out=d)
         part = (
             np.argpartition(d, k - 1, axis=1)[:, :k]
             if k < n_ref
@@ -360,16 +363,20 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
             upright = self._upright(images)
         self.n_copies_ = len(augmentation_transforms(self.shift)) if self.shift > 0 else 1
         n_dims = self.n_features_in_ if self.components_ is None else len(self.components_)
-        refs = np.empty((len(upright) * self.n_copies_, n_dims), np.float32)
+        n = len(upright)
+        refs = np.empty((self.n_copies_, n, n_dims), np.float32)
         # Copies are made, blurred and projected a chunk at a time: 60,000 MNIST images
         # x 9 copies would be 1.7 GB of pixels at once, but only 86 MB once projected.
-        for start in range(0, len(upright), _COPY_CHUNK):
+        for start in range(0, n, _COPY_CHUNK):
             chunk = upright[start : start + _COPY_CHUNK]
             if self.shift > 0:
                 chunk, _, _ = augment(chunk, None, shift=self.shift)
-            rows = slice(start * self.n_copies_, start * self.n_copies_ + len(chunk))
-            refs[rows] = self._project(self._stage1_pixels(chunk))
-        self.stage1_refs_ = refs
+            projected = self._project(self._stage1_pixels(chunk))
+            # augment() is origin-major; the search wants copy-major (see nearest_originals)
+            refs[:, start : start + len(projected) // self.n_copies_] = projected.reshape(
+                -1, self.n_copies_, n_dims
+            ).transpose(1, 0, 2)
+        self.stage1_refs_ = refs.reshape(self.n_copies_ * n, n_dims)
         self.stage1_sq_ = np.einsum("ij,ij->i", self.stage1_refs_, self.stage1_refs_)
         self.idm_refs_ = idm_features(upright, self.idm_blur) if self.rerank else None
 
