@@ -250,6 +250,14 @@ def test_malformed_samples_are_422(client, body, fragment):
     assert_problem(client.post("/api/samples", json=body), 422, fragment)
 
 
+def test_a_sample_that_is_not_json_is_415(client, seven):
+    assert_problem(client.post("/api/samples", files={"file": ("a.png", seven)}), 415, "json")
+    response = client.post("/api/samples", content=b"x", headers={"content-type": "text/plain"})
+    assert_problem(response, 415, "text/plain")
+    gif = data_url(b"GIF89a" + bytes(50), "image/gif")
+    assert_problem(client.post("/api/samples", json={"image": gif, "label": 1}), 415, "GIF")
+
+
 def test_a_blank_sample_is_422(client):
     blank = data_url(png(np.full((50, 50), 255, np.uint8)))
     assert_problem(client.post("/api/samples", json={"image": blank, "label": 1}), 422, "no ink")
@@ -258,6 +266,9 @@ def test_a_blank_sample_is_422(client):
 def test_sample_ids_must_be_integers(client):
     assert_problem(client.get("/api/samples/abc"), 422, "sample_id")
     assert_problem(client.delete("/api/samples/1.5"), 422, "sample_id")
+    huge = 10**30  # past SQLite's 64-bit integers
+    assert_problem(client.get(f"/api/samples/{huge}"), 404, "no sample")
+    assert_problem(client.delete(f"/api/samples/{huge}"), 404, "no sample")
 
 
 # --- every refusal: status and a one-string detail ------------------------------------------

@@ -154,6 +154,8 @@ class SampleStore:
         ]
 
     def get(self, sample_id: int) -> Sample | None:
+        if not _storable_id(sample_id):
+            return None
         with self._connect() as db:
             row = db.execute(
                 "SELECT id, label, tile, created FROM samples WHERE id = ?", (int(sample_id),)
@@ -162,6 +164,8 @@ class SampleStore:
 
     def delete(self, sample_id: int) -> bool:
         """Remove a sample; False if there was none with that id."""
+        if not _storable_id(sample_id):
+            return False
         with self._connect() as db:
             deleted = db.execute("DELETE FROM samples WHERE id = ?", (int(sample_id),)).rowcount
             if deleted:
@@ -182,6 +186,11 @@ class SampleStore:
         """A number that changes whenever any process adds or deletes a sample."""
         with self._connect() as db:
             return int(db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0])
+
+
+def _storable_id(sample_id: int) -> bool:
+    # SQLite integers are 64-bit; a larger id (from a URL) cannot name a sample.
+    return -(2**63) <= int(sample_id) < 2**63
 
 
 def _bump_revision(db: sqlite3.Connection) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numba
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -461,7 +461,13 @@ def create_app(
         stored = service.store.all()
         return {"count": len(stored), "samples": [sample_json(s) for s in reversed(stored)]}
 
-    @app.post("/api/samples", status_code=201, response_model=SampleOut, responses=_ERRORS)
+    @app.post(
+        "/api/samples",
+        status_code=201,
+        response_model=SampleOut,
+        responses=_ERRORS,
+        dependencies=[Depends(_require_json)],
+    )
     def add_sample(body: SampleIn) -> dict[str, Any]:
         """Store a corrected digit; kNN models use it from the next prediction on."""
         return sample_json(service.add_sample(decode_image_text(body.image), body.label))
@@ -485,8 +491,21 @@ def create_app(
     return app
 
 
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _require_json(request: Request) -> None:
+    # A dependency runs before FastAPI validates the body, which would call any other media
+    # type a malformed object (422) rather than an unsupported one.
+    media_type = _media_type(request)
+    if media_type != "application/json":
+        sent = media_type or "a body without a content type"
+        raise HTTPException(415, f"send the sample as application/json, not {sent}")
+
+
 async def _image_from_request(request: Request) -> tuple[bytes, str]:
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media_type = _media_type(request)
     if media_type == "multipart/form-data":
         return await _image_from_form(request)
     if media_type == "application/json":
