@@ -2,6 +2,8 @@
 # Both work from a fresh clone: they create .venv, install, and fetch what they need.
 
 PYTHON ?= python3
+HOST ?= 127.0.0.1
+PORT ?= 8000
 VENV := .venv
 BIN := $(VENV)/bin
 # Handwriting fonts for the generated photo and drawing test sets, and Chromium for the
@@ -15,6 +17,7 @@ APT_PACKAGES := $(FONT_PACKAGES) chromium
 run: install data
 	$(BIN)/digitrec train knn --dataset mnist --keep-existing
 	$(BIN)/digitrec evaluate
+	$(BIN)/digitrec serve --host $(HOST) --port $(PORT)
 
 test: install-dev data system-packages
 	$(BIN)/python -m pytest
@@ -27,10 +30,10 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[web]'
 
 install-dev: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev,cnn,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,cnn,web,dask,bench]'
 
 data: install
 	$(BIN)/digitrec data fetch mnist

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from .errors import ImageError
 from .models import Model
 from .preprocess import segment, to_mnist_tile
 
@@ -93,9 +94,10 @@ def read_image(model: Model, image: np.ndarray) -> Reading:
     """Read every digit in a greyscale image (uint8, any size)."""
     if image.shape == (TILE, TILE):
         # Already a single MNIST-style digit: no segmentation, just MNIST's framing.
-        tile = to_mnist_tile(image)
-        if not tile.any():
-            return Reading(diagnosis="no ink found")
+        try:
+            tile = to_mnist_tile(image)
+        except ImageError as exc:  # a blank tile: a diagnosis, like any other image
+            return Reading(diagnosis=str(exc))
         return Reading(read_tiles(model, tile[None], [(0, 0, TILE, TILE)]))
     found = segment(image)
     if found.diagnosis or len(found.tiles) == 0:
