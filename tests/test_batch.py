@@ -270,6 +270,10 @@ def test_a_rerun_with_another_chunk_size_refuses_to_mix_parts(model_dir, images,
         )
 
 
+def test_default_chunks_depend_on_the_input_size_alone():
+    assert [batch.default_chunk_size(n) for n in (1, 310, 2000, 100_000)] == [16, 16, 32, 500]
+
+
 def test_a_glob_picks_the_files_it_matches(images):
     found = batch.resolve_input(str(images / "sub" / "strip-00*.png"))
     assert found.names == sorted(str(p) for p in (images / "sub").glob("strip-00*.png"))

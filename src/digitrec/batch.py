@@ -42,7 +42,11 @@ from .preprocess import segment, to_mnist_tile
 from .recognize import TILE, Reading, read_tiles
 
 COLUMNS = ("path", "text", "digits", "probabilities", "diagnosis", "error")
-DEFAULT_CHUNK_SIZE = 500
+# Chunks: about 64 per input, so even a small cluster gets several per worker thread, of
+# 16 to 500 images, so per-task overhead stays small and every part stays a few MB.
+TARGET_CHUNKS = 64
+MIN_CHUNK_SIZE = 16
+MAX_CHUNK_SIZE = 500
 PARTS_FORMAT = "digitrec-batch-parts"
 PARTS_FORMAT_VERSION = 1
 READABLE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})  # as datasets.load_folder
@@ -284,7 +288,7 @@ def predict_batch(
     *,
     scheduler: str = "local",
     workers: int | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     progress: bool = True,
     on_chunk: Callable[[int], None] | None = None,
 ) -> BatchSummary:
@@ -300,20 +304,22 @@ def predict_batch(
     workers
         Worker processes for ``scheduler="local"``; 0 means no Dask, like ``"none"``.
     chunk_size
-        Images per task, and per part file written.
+        Images per task, and per part file written; by default
+        :func:`default_chunk_size` of the input.
     on_chunk
         Called with a chunk's index once its part is safely on disk (progress hooks, tests).
     """
     start = time.perf_counter()
     output = Path(output)
     output_format = _output_format(output)
-    if chunk_size < 1:
+    if chunk_size is not None and chunk_size < 1:
         raise ParameterError(f"--chunk-size must be at least 1, got {chunk_size}")
     scheduler = _scheduler_choice(scheduler, workers)
     _require_pyarrow()
     model_dir = Path(model_dir)
     model = models.load(model_dir)
     batch = source if isinstance(source, BatchInput) else resolve_input(source)
+    chunk_size = chunk_size or default_chunk_size(len(batch))
     parts = _parts_dir(output)
     n_chunks = batch.n_chunks(chunk_size)
     _check_or_write_manifest(parts, _manifest(model_dir, batch, chunk_size, n_chunks))
@@ -355,6 +361,15 @@ def predict_batch(
     )
 
 
+def default_chunk_size(n_images: int) -> int:
+    """Images per chunk for an input of ``n_images``.
+
+    It depends on the input alone, not on the cluster, so a rerun with other workers cuts
+    the same chunks and can resume.
+    """
+    return max(MIN_CHUNK_SIZE, min(MAX_CHUNK_SIZE, -(-n_images // TARGET_CHUNKS)))
+
+
 def _scheduler_choice(scheduler: str, workers: int | None) -> str:
     if workers is not None and workers < 0:
         raise ParameterError(f"--workers must be 0 or more, got {workers}")
@@ -377,11 +392,11 @@ def _run_on_dask(
     model, batch: BatchInput, chunk_size: int, pending: list[int], scheduler: str, workers
 ) -> Iterator:
     """Chunks as Dask tasks, yielded as they finish; a few per worker thread in flight."""
-    from distributed import as_completed
-
     if not pending:
         return
     with _dask_client(scheduler, workers) as client:
+        from distributed import as_completed
+
         shared = client.scatter(model, broadcast=True, hash=False)
         run = uuid.uuid4().hex[:8]  # task keys unique even on a cluster shared by many runs
         # Bounded in flight: array inputs travel with their tasks, so submitting every
@@ -428,15 +443,16 @@ def _dask_client(scheduler: str, workers: int | None):
             yield client
         return
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
-    # One single-threaded process per core; numba's pool must be told too (Dask's nanny
-    # already sets OMP/MKL/OpenBLAS threads to 1), or every worker would use every core.
+    # One single-threaded process per core. Dask's nanny sets the OpenMP/MKL/OpenBLAS
+    # threads to 1; numba's and OpenCV's pools must be told too, or every worker would
+    # start a thread per core (measured: OpenCV kept 2 threads in each worker otherwise).
     with (
         LocalCluster(
             n_workers=n_workers,
             threads_per_worker=1,
             processes=True,
             dashboard_address="127.0.0.1:0",  # the default :8787 may belong to another cluster
-            env={"NUMBA_NUM_THREADS": "1"},
+            env={"NUMBA_NUM_THREADS": "1", "OPENCV_FOR_THREADS_NUM": "1"},
         ) as cluster,
         Client(cluster) as client,
     ):

@@ -451,7 +451,10 @@ def predict_batch_cmd(
             help="Worker processes for --scheduler local (default: one per core; 0: no Dask)"
         ),
     ] = None,
-    chunk_size: Annotated[int, typer.Option(help="Images per task", min=1)] = 500,
+    chunk_size: Annotated[
+        int | None,
+        typer.Option(help="Images per task (default: about 1/64 of the input, 16 to 500)", min=1),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Read the digits in many images on a Dask cluster; one row per image.
