@@ -108,10 +108,12 @@ class NeighborIndex:
         indices = np.empty((Q.shape[0], k), dtype=np.int64)
         n_candidates = min(n_ref, 2 * k + 8)
         step = self._block_rows()
+        if self.metric in ("euclidean", "cosine"):
+            products = np.empty((min(step, Q.shape[0]), n_ref), dtype=np.float32)
         for start in range(0, Q.shape[0], step):
             block = Q[start : start + step]
             if self.metric in ("euclidean", "cosine"):
-                d, i = self._query_bounded(block, k, n_candidates)
+                d, i = self._query_bounded(block, k, n_candidates, products)
             else:
                 d, i = self._query_lp(block, k, n_candidates)
             distances[start : start + len(block)] = d
@@ -126,11 +128,11 @@ class NeighborIndex:
     # euclidean and cosine: projection lower bounds, then exact distances for the few
     # references whose bound does not rule them out.
 
-    def _query_bounded(self, Q, k, n_candidates):
+    def _query_bounded(self, Q, k, n_candidates, buffer):
         q_norm = np.sqrt(_row_sq_norms(Q))
         cosine = self.metric == "cosine"
         space = _unit_rows(Q, q_norm) if cosine else Q
-        products, q_sq, error = self._bounds.products(space)
+        products, q_sq, error = self._bounds.products(space, buffer)
         sums, indices = _search_with_bounds(
             products,
             q_sq,
@@ -261,10 +263,14 @@ class _ProjectionBound:
         residual = np.sqrt(np.maximum(sq - np.einsum("ij,ij->i", projected, projected), 0.0))
         return np.column_stack([projected, residual]).astype(np.float32), sq
 
-    def products(self, Q):
-        """Float32 products with every reference, the queries' squared lengths, error bounds."""
+    def products(self, Q, out):
+        """Float32 products with every reference (into ``out``), squared lengths, error bounds.
+
+        Reusing one output block across query blocks matters: with only m + 1 = 65 terms
+        per product, page-faulting a fresh 256 MB result costs more than the arithmetic.
+        """
         augmented, q_sq = self._augment(Q, self.mean, self.directions)
-        products = augmented @ self.augmented.T
+        products = np.matmul(augmented, self.augmented.T, out=out[: len(Q)])
         # Rigorous bound on float32 rounding in the product and in the inputs (gamma_{m+1}
         # for the sums, 2u for converting each factor), with a factor 2 to spare.
         gamma = 4.0 * (augmented.shape[1] + 8) * _U32
