@@ -9,7 +9,7 @@ points of a p in each of the 5 folds.
 Equality of the search itself is shown on a subsample where GridSearchCV can run whole:
 both pick the same best parameters with the same score.
 
-    python benchmarks/tune_mnist.py [--subsample 6000] [--sklearn-queries 1000]
+    python benchmarks/tune_mnist.py [--subsample 2000] [--sklearn-queries 1000]
 """
 
 from __future__ import annotations
