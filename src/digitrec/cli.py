@@ -245,13 +245,25 @@ def tune_cmd(
     ] = None,
     as_json: JsonOpt = False,
     source: FromOpt = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Run the folds as Dask tasks: local, or tcp://HOST:PORT"),
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Workers for --scheduler local")] = None,
 ) -> None:
     """Grid search with k-fold cross-validation; refit the best and score it on the test split."""
     from . import tuning
 
     parsed = tuning.parse_grid(grid) if grid else None
     data = _load_dataset(dataset, source, train_size, test_size, seed)
-    result = tuning.tune(kind, data, parsed, folds=folds, progress=not as_json)
+    if scheduler is None:
+        result = tuning.tune(kind, data, parsed, folds=folds, progress=not as_json)
+    else:
+        from .batch import tune_on_dask
+
+        result = tune_on_dask(
+            kind, data, parsed, folds, scheduler=scheduler, workers=workers, progress=not as_json
+        )
     if plots_dir is not None and kind == "knn":
         from . import plots
 
