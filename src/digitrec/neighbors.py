@@ -16,11 +16,18 @@ from .search import METRICS, NeighborIndex, set_threads
 __all__ = ["KNNClassifier", "NeighborIndex", "vote"]
 
 
-def vote(neighbor_labels: np.ndarray, distances: np.ndarray, n_classes: int, weights: str):
+def vote(
+    neighbor_labels: np.ndarray,
+    distances: np.ndarray,
+    n_classes: int,
+    weights: str,
+    neighbor_weights: np.ndarray | None = None,
+):
     """Class probabilities from the labels (as class indices) of each row's neighbours.
 
     ``weights="distance"`` weighs a neighbour by 1/distance; a row with neighbours at distance
-    zero counts only those, as scikit-learn does.
+    zero counts only those, as scikit-learn does. ``neighbor_weights`` multiplies each
+    neighbour's vote further (the web app counts a user's corrections more).
     """
     if weights == "uniform":
         w = np.ones(distances.shape, dtype=np.float64)
@@ -30,6 +37,8 @@ def vote(neighbor_labels: np.ndarray, distances: np.ndarray, n_classes: int, wei
         exact_match = np.isinf(w)
         rows = exact_match.any(axis=1)
         w[rows] = exact_match[rows]
+    if neighbor_weights is not None:
+        w = w * neighbor_weights
     scores = np.zeros((neighbor_labels.shape[0], n_classes), dtype=np.float64)
     np.add.at(scores, (np.arange(len(scores))[:, None], neighbor_labels), w)
     return scores / scores.sum(axis=1, keepdims=True)

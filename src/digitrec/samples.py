@@ -27,7 +27,7 @@ from sklearn.pipeline import Pipeline
 from . import config
 from .errors import DigitrecError, ImageError
 from .models import Model
-from .neighbors import KNNClassifier
+from .neighbors import KNNClassifier, vote
 from .recognize import tiles_to_model_input
 from .search import canonical_metric
 from .store import atomic_write_bytes
@@ -504,18 +504,7 @@ def weighted_vote(
 ) -> np.ndarray:
     """Class probabilities as :func:`digitrec.neighbors.vote` gives them, each neighbour's
     vote also multiplied by its own weight."""
-    if weights == "uniform":
-        w = np.ones(distances.shape, dtype=np.float64)
-    else:
-        with np.errstate(divide="ignore"):
-            w = 1.0 / distances
-        exact_match = np.isinf(w)
-        rows = exact_match.any(axis=1)
-        w[rows] = exact_match[rows]
-    w = w * neighbor_weights
-    scores = np.zeros((neighbor_classes.shape[0], n_classes), dtype=np.float64)
-    np.add.at(scores, (np.arange(len(scores))[:, None], neighbor_classes), w)
-    return scores / scores.sum(axis=1, keepdims=True)
+    return vote(neighbor_classes, distances, n_classes, weights, neighbor_weights)
 
 
 def exact_distances(Q: np.ndarray, S: np.ndarray, metric: str, p: float = 2.0) -> np.ndarray:
