@@ -116,6 +116,9 @@ def build(kind_name: str, params: dict[str, Any] | None = None) -> tuple[BaseEst
     merged = {**entry.defaults, **(params or {})}
     try:
         estimator = entry.build(**merged)
+        _validate_steps(estimator)
+    except InvalidParameterError as exc:  # a ValueError and a TypeError: catch it first
+        raise ParameterError(str(exc)) from exc
     except TypeError as exc:
         allowed = ", ".join(sorted(_allowed_params(entry)))
         raise ParameterError(f"bad parameter for {kind_name}: {exc} (allowed: {allowed})") from exc
@@ -215,13 +218,18 @@ def save(model: Model, directory: Path) -> Path:
 
 
 def _validate_steps(estimator: BaseEstimator) -> None:
-    """Check parameter values now: scikit-learn would only check them in ``fit``."""
+    """Check parameter values now, before any data: scikit-learn would only check in ``fit``.
+
+    digitrec's own estimators check in ``_check_params``, scikit-learn's against their
+    ``_parameter_constraints`` table.
+    """
     steps = (
         [step for _, step in estimator.steps] if isinstance(estimator, Pipeline) else [estimator]
     )
     for step in steps:
-        if hasattr(step, "_validate_params"):
-            step._validate_params()
+        check = getattr(step, "_check_params", None) or getattr(step, "_validate_params", None)
+        if check is not None:
+            check()
 
 
 def load(directory: Path) -> Model:
@@ -231,7 +239,6 @@ def load(directory: Path) -> Model:
         raise ModelFileError(f"{directory}: unknown model kind {saved.kind!r}")
     try:
         estimator, _ = build(saved.kind, saved.params)
-        _validate_steps(estimator)
     except (ParameterError, InvalidParameterError) as exc:
         raise ModelFileError(f"{directory}: saved parameters are invalid: {exc}") from exc
     serialize.import_state(estimator, saved.state, saved.arrays)
@@ -293,14 +300,7 @@ def _build_svc_rbf(**params):
 def _build_cnn(**params):
     from .cnn import CNNClassifier  # imports torch only when it trains or loads weights
 
-    estimator = CNNClassifier(**params)
-    # CNNClassifier checks its parameters in _check_params rather than through the
-    # _parameter_constraints table that load() asks every step for: check them now, so bad
-    # values are refused before any data is loaded, and give it an empty table if it lacks one.
-    estimator._check_params()
-    if not hasattr(estimator, "_parameter_constraints"):
-        estimator._parameter_constraints = {}
-    return estimator
+    return CNNClassifier(**params)
 
 
 @register(
@@ -326,10 +326,7 @@ def _build_cnn(**params):
 def _build_knn_idm(**params):
     from .rerank import IDMClassifier
 
-    estimator = IDMClassifier(**params)
-    # Refuse bad values now, before any data is loaded (IDMClassifier checks in fit).
-    estimator._check_params()
-    return estimator
+    return IDMClassifier(**params)
 
 
 @register(
@@ -352,9 +349,4 @@ def _build_knn_idm(**params):
 def _build_cnn_robust(**params):
     from .robust import RobustCNNClassifier  # imports torch only when it trains
 
-    estimator = RobustCNNClassifier(**params)
-    # As for "cnn": check now, and give load() the empty constraints table it asks for.
-    estimator._check_params()
-    if not hasattr(estimator, "_parameter_constraints"):
-        estimator._parameter_constraints = {}
-    return estimator
+    return RobustCNNClassifier(**params)
