@@ -8,6 +8,19 @@ import pytest
 
 from digitrec import datasets
 
+# Debian's Chromium for the browser tests (Playwright never downloads a browser here), with the
+# flags that keep it off the network.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-sync",
+]
+
 # Resolved once, before any test changes DIGITREC_HOME: the cache that `make test` fills
 # (the default data directory, or whatever DIGITREC_HOME said when pytest started).
 REAL_MNIST_CACHE = datasets.mnist_cache_path()

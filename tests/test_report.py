@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CHROMIUM, CHROMIUM_ARGS
 from PIL import Image
 
 from digitrec import datasets, models, report
@@ -20,16 +21,6 @@ from digitrec.errors import DigitrecError
 from digitrec.evaluate import evaluate
 
 DIGITREC = Path(sys.executable).with_name("digitrec")
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-sync",
-]
 IMG_SRC = re.compile(r"<img\b[^>]*\bsrc=\"([^\"]*)\"")
 
 

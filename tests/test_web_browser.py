@@ -18,20 +18,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from conftest import CHROMIUM, CHROMIUM_ARGS
 from PIL import Image
 
 from digitrec import models, synthetic
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-sync",
-]
 DIGITREC = Path(sys.executable).with_name("digitrec")
 PHONE = {"width": 360, "height": 740}
 DESKTOP = {"width": 1280, "height": 800}
