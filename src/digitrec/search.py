@@ -306,18 +306,6 @@ def set_threads(n_jobs: int | None) -> int:
 
 
 @njit(inline="always")
-def _insert(values, indices, value, index):
-    """Insert into an ascending list, dropping its last entry; equal values keep order."""
-    position = values.shape[0] - 1
-    while position > 0 and values[position - 1] > value:
-        values[position] = values[position - 1]
-        indices[position] = indices[position - 1]
-        position -= 1
-    values[position] = value
-    indices[position] = index
-
-
-@njit(inline="always")
 def _insert_pair(values, indices, value, index):
     """Insert (value, index) into a list ascending by value then index, if it belongs."""
     last = values.shape[0] - 1
@@ -371,7 +359,7 @@ def _search_with_bounds(
         for j in range(n_refs):
             bound = scale * (q_sq[row] + r_sq[j] - 2.0 * np.float64(products[row, j]))
             if bound < bounds[n_candidates - 1]:
-                _insert(bounds, candidates, bound, j)
+                _insert_pair(bounds, candidates, bound, j)
         best = np.full(k, np.inf, dtype=np.float64)
         best_indices = np.full(k, n_refs, dtype=np.int64)
         q = Q[row]
@@ -462,7 +450,7 @@ def _search_lp_with_bounds(Qc, Rc, coarse_size, Qf, Rf, fine_size, Q, X, p, k, n
             candidates = np.zeros(n_candidates, dtype=np.int64)
             for j in range(n_refs):
                 if row_bounds[j] < lowest[n_candidates - 1]:
-                    _insert(lowest, candidates, row_bounds[j], j)
+                    _insert_pair(lowest, candidates, row_bounds[j], j)
             best = np.full(k, np.inf, dtype=np.float64)
             best_indices = np.full(k, n_refs, dtype=np.int64)
             q = Q[row]
