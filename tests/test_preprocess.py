@@ -122,6 +122,21 @@ def test_synthetic_photos_give_the_right_number_of_digits():
         _assert_mnist_format(result)
 
 
+def test_megapixel_photos_segment_like_their_small_originals():
+    # Big photos are analysed at a scale set by their pen width, not at full size.
+    for data, label in synthetic.photos(seed=12, count=6):
+        small = load_image(data)
+        factor = (1_000_000 / small.size) ** 0.5
+        big = cv2.resize(small, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+        expected = segment(small)
+        result = segment(big)
+        assert len(result.tiles) == len(expected.tiles) == len(label), label
+        for found, (x, y, w, h) in zip(result.boxes, expected.boxes, strict=True):
+            scaled = (x * factor, y * factor, w * factor, h * factor)
+            assert _iou(found, scaled) > 0.7, (found, scaled)
+        _assert_mnist_format(result)
+
+
 def test_touching_digits_are_split(font):
     image, truth = _render("2024", font, gap=-0.06, pen=2, height=90)
     pieces, _ = cv2.connectedComponents((image < 128).astype(np.uint8))

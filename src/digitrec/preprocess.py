@@ -35,6 +35,12 @@ NO_INK = "no ink found"
 # shrunk for speed, tiny images (28x28 tiles, 8x8 digits) enlarged so morphology has room.
 _WORK_MAX = 1200
 _WORK_MIN = 160
+# In images longer than _PEN_FROM, strokes wider than _PEN working pixels are shrunk to it
+# (see _working_copy); the pen is first measured on a copy _PROBE_SIZE long. Smaller
+# images are cheap already, and blank ones with shadows are read more reliably unshrunk.
+_PEN = 12.0
+_PEN_FROM = 800
+_PROBE_SIZE = 400
 # Ink must be at least this much darker than its local background (a fraction of it).
 _MIN_CONTRAST = 0.15
 _MAX_DIGITS = 64
@@ -154,9 +160,6 @@ def _find_ink(image: np.ndarray) -> _Ink | None:
     if image.size == 0:
         return None
     work, scale = _working_copy(image)
-    if not _ink_is_dark(work):
-        work = 255 - work
-    # From here on the ink is dark on a lighter background.
     smooth = cv2.GaussianBlur(work.astype(np.float32), (0, 0), 1.0)
     first = _threshold(smooth, _odd(max(work.shape) // 4))
     if first is None:
@@ -173,17 +176,48 @@ def _find_ink(image: np.ndarray) -> _Ink | None:
 
 
 def _working_copy(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """The image to analyse, dark ink on light, and its original pixels per working pixel.
+
+    Tiny images are enlarged to ``_WORK_MIN``. Big ones are shrunk to ``_WORK_MAX``, and
+    further when their strokes are much wider than ``_PEN``: a phone photo of a few digits
+    often has strokes 20-30 px wide, the tiles need only a few pixels per stroke, and every
+    later step costs per pixel. One resize, as area averaging at small factors is slow.
+    """
     h, w = image.shape
     longer = max(h, w)
-    if longer > _WORK_MAX:
-        factor, interpolation = _WORK_MAX / longer, cv2.INTER_AREA
-    elif longer < _WORK_MIN:
-        factor, interpolation = _WORK_MIN / longer, cv2.INTER_LINEAR
-    else:
+    if longer < _WORK_MIN:
+        factor = _WORK_MIN / longer
+        size = (max(1, round(w * factor)), max(1, round(h * factor)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+        return (image if _ink_is_dark(image) else 255 - image), longer / max(image.shape)
+    probe = _shrink(image, _PROBE_SIZE)
+    if not _ink_is_dark(probe):
+        image, probe = 255 - image, 255 - probe
+    factor = min(_WORK_MAX / longer, _pen_factor(probe, longer))
+    if factor >= 1.0:
         return image, 1.0
     size = (max(1, round(w * factor)), max(1, round(h * factor)))
-    work = cv2.resize(image, size, interpolation=interpolation)
-    return work, max(h, w) / max(work.shape)
+    work = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return work, longer / max(work.shape)
+
+
+def _pen_factor(probe: np.ndarray, longer: int) -> float:
+    """The factor that shrinks an image ``longer`` pixels long so its strokes are about
+    ``_PEN`` pixels wide, or 1.0.
+
+    Only images longer than ``_PEN_FROM`` are worth it. The pen is measured on ``probe``,
+    a copy ``_PROBE_SIZE`` long; a pen too thin to see there, or one already about
+    ``_PEN`` wide, leaves the scale alone.
+    """
+    if longer <= _PEN_FROM:
+        return 1.0
+    smooth = cv2.GaussianBlur(probe.astype(np.float32), (0, 0), 1.0)
+    found = _threshold(smooth, _odd(max(probe.shape) // 4))
+    if found is None:
+        return 1.0
+    stroke = _stroke_width(found[0]) * longer / max(probe.shape)
+    factor = max(_PEN / stroke, _WORK_MIN / longer)
+    return factor if factor < 0.8 else 1.0
 
 
 def _ink_is_dark(work: np.ndarray) -> bool:
