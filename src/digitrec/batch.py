@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,8 @@ from . import models, store, tuning
 from .datasets import Dataset
 from .errors import DatasetError, DigitrecError, ParameterError
 from .images import load_image
-from .preprocess import segment, to_mnist_tile
-from .recognize import TILE, Reading, read_tiles
+from .preprocess import Segmentation, to_mnist_tile
+from .recognize import Reading, find_digits, read_tiles
 
 COLUMNS = ("path", "text", "digits", "probabilities", "diagnosis", "error")
 # Chunks: about 64 per input, so even a small cluster gets several per worker thread, of
@@ -177,21 +178,21 @@ def predict_chunk(model: models.Model, chunk: Chunk) -> dict[str, list]:
     kNN model answers a block of queries about 70 times faster per digit than one query
     at a time (117 ms vs 1.6 ms per MNIST tile against 60,000 references, measured).
     """
-    found: list[tuple[np.ndarray, list, str | None] | None] = []
+    found: list[Segmentation | None] = []
     errors: list[str | None] = []
     for i, name in enumerate(chunk.names):
         try:
             image = chunk.images[i] if chunk.images is not None else load_image(name)
             if chunk.single_digit:
                 image = to_mnist_tile(image)
-            found.append(_digits_in(image))
+            found.append(find_digits(image))
             errors.append(None)
         # One unreadable or pathological image must not fail the other images of the job.
         except Exception as exc:
             found.append(None)
             errors.append(_error_text(exc))
-    tiles = [f[0] for f in found if f is not None and len(f[0])]
-    boxes = [box for f in found if f is not None for box in f[1]]
+    tiles = [f.tiles for f in found if f is not None and len(f.tiles)]
+    boxes = [box for f in found if f is not None for box in f.boxes]
     readings = read_tiles(model, np.concatenate(tiles), boxes) if tiles else []
     columns: dict[str, list] = {name: [] for name in COLUMNS}
     taken = 0
@@ -199,27 +200,10 @@ def predict_chunk(model: models.Model, chunk: Chunk) -> dict[str, list]:
         if item is None:
             _append_row(columns, name, None, error)
             continue
-        count = len(item[0])
-        _append_row(columns, name, Reading(readings[taken : taken + count], item[2]), None)
+        count = len(item.tiles)
+        _append_row(columns, name, Reading(readings[taken : taken + count], item.diagnosis), None)
         taken += count
     return columns
-
-
-def _digits_in(image: np.ndarray) -> tuple[np.ndarray, list, str | None]:
-    """The tiles, boxes and diagnosis that :func:`digitrec.recognize.read_image` would use.
-
-    The same steps as ``read_image`` up to classification, which :func:`predict_chunk`
-    batches; ``tests/test_batch.py`` checks that the readings agree.
-    """
-    if image.shape == (TILE, TILE):
-        tile = to_mnist_tile(image)
-        if not tile.any():
-            return np.zeros((0, TILE, TILE), np.uint8), [], "no ink found"
-        return tile[None], [(0, 0, TILE, TILE)], None
-    result = segment(image)
-    if result.diagnosis or len(result.tiles) == 0:
-        return result.tiles[:0], [], result.diagnosis or "no digits found"
-    return result.tiles, list(result.boxes), None
 
 
 def _error_text(exc: Exception) -> str:
@@ -625,55 +609,47 @@ def tune_on_dask(
     kinds make one task per grid point and fold. ``scheduler`` and ``workers`` are as for
     :func:`predict_batch` (``"none"`` or 0 runs :func:`digitrec.tuning.tune` itself).
     """
-    from sklearn.model_selection import ParameterGrid, StratifiedKFold
-
     scheduler = _scheduler_choice(scheduler, workers)
     if scheduler == "none":
         return tuning.tune(kind, dataset, grid, folds=folds, refit=refit, progress=progress)
-    if folds < 2:
-        raise ParameterError(f"--folds must be at least 2, got {folds}")
-    grid = grid if grid is not None else tuning.DEFAULT_GRIDS.get(kind)
-    if not grid:
-        raise ParameterError(f"no default grid for {kind}: give one with --grid name=v1,v2")
-    points = list(ParameterGrid(grid))
-    models.build(kind, points[0])  # refuse unknown parameter names before any work
-    splits = list(StratifiedKFold(n_splits=folds).split(dataset.X_train, dataset.y_train))
+    with _dask_client(scheduler, workers) as client:
+        return tuning.tune(
+            kind,
+            dataset,
+            grid,
+            folds=folds,
+            refit=refit,
+            progress=progress,
+            scores_on_folds=partial(_dask_cv_scores, client),
+        )
+
+
+def _dask_cv_scores(client, kind: str, dataset: Dataset, points, splits, progress: bool):
+    """:func:`digitrec.tuning.cv_scores`, one Dask task per group of points and fold."""
+    from distributed import as_completed
+
     tasks = [(members, f) for members in _task_groups(kind, points) for f in range(len(splits))]
     scores = [[0.0] * len(splits) for _ in points]
-    start = time.perf_counter()
     # The workers score folds of the training split only; the test split stays here.
     training_only = replace(dataset, X_test=dataset.X_train[:0], y_test=dataset.y_train[:0])
-    with _dask_client(scheduler, workers) as client:
-        from distributed import as_completed
-
-        shared = client.scatter(training_only, broadcast=True, hash=False)
-        futures = [
-            client.submit(
-                _fold_scores, kind, shared, [points[i] for i in members], splits[f], pure=False
-            )
-            for members, f in tasks
-        ]
-        task_of = {future.key: task for future, task in zip(futures, tasks, strict=True)}
-        bar = tqdm(total=len(tasks), desc="cross-validating", unit="task", disable=not progress)
-        try:
-            for future in as_completed(futures):
-                members, f = task_of[future.key]
-                for i, column in zip(members, future.result(), strict=True):
-                    scores[i][f] = column[0]
-                bar.update()
-        finally:
-            bar.close()
-    result = tuning.TuneResult(
-        kind,
-        folds,
-        [tuning.GridPoint(p, s) for p, s in zip(points, scores, strict=True)],
-        seconds=0.0,
-    )
-    if refit and len(dataset.y_test):
-        model = models.train(kind, dataset, result.best.params)
-        result.test_accuracy = float(np.mean(model.predict(dataset.X_test) == dataset.y_test))
-    result.seconds = time.perf_counter() - start
-    return result
+    shared = client.scatter(training_only, broadcast=True, hash=False)
+    futures = [
+        client.submit(
+            tuning.cv_scores, kind, shared, [points[i] for i in members], [splits[f]], pure=False
+        )
+        for members, f in tasks
+    ]
+    task_of = {future.key: task for future, task in zip(futures, tasks, strict=True)}
+    bar = tqdm(total=len(tasks), desc="cross-validating", unit="task", disable=not progress)
+    try:
+        for future in as_completed(futures):
+            members, f = task_of[future.key]
+            for i, column in zip(members, future.result(), strict=True):
+                scores[i][f] = column[0]
+            bar.update()
+    finally:
+        bar.close()
+    return scores
 
 
 def _task_groups(kind: str, points: list[dict]) -> list[list[int]]:
@@ -686,10 +662,3 @@ def _task_groups(kind: str, points: list[dict]) -> list[list[int]]:
         params = {**defaults, **point}
         groups.setdefault((params["metric"], params["p"]), []).append(i)
     return list(groups.values())
-
-
-def _fold_scores(kind: str, dataset: Dataset, points: list[dict], split) -> list[list[float]]:
-    """Accuracy of each point on one fold, computed by tuning's own scoring."""
-    if kind == "knn":
-        return tuning._knn_scores(dataset, points, [split], False)
-    return tuning._generic_scores(kind, dataset, points, [split], False)

@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import ImageError
 from .models import Model
-from .preprocess import segment, to_mnist_tile
+from .preprocess import Segmentation, segment, to_mnist_tile
 
 TILE = 28
 MARGIN = 4
@@ -90,16 +90,25 @@ def read_tiles(model: Model, tiles: np.ndarray, boxes) -> list[DigitReading]:
     return readings
 
 
-def read_image(model: Model, image: np.ndarray) -> Reading:
-    """Read every digit in a greyscale image (uint8, any size)."""
+def find_digits(image: np.ndarray) -> Segmentation:
+    """The tiles and boxes of every digit in a greyscale image (uint8, any size), or a
+    diagnosis of why there are none: everything :func:`read_image` does before the model."""
     if image.shape == (TILE, TILE):
         # Already a single MNIST-style digit: no segmentation, just MNIST's framing.
         try:
             tile = to_mnist_tile(image)
         except ImageError as exc:  # a blank tile: a diagnosis, like any other image
-            return Reading(diagnosis=str(exc))
-        return Reading(read_tiles(model, tile[None], [(0, 0, TILE, TILE)]))
+            return Segmentation(np.zeros((0, TILE, TILE), np.uint8), [], str(exc))
+        return Segmentation(tile[None], [(0, 0, TILE, TILE)], None)
     found = segment(image)
-    if found.diagnosis or len(found.tiles) == 0:
-        return Reading(diagnosis=found.diagnosis or "no digits found")
+    if found.diagnosis is None and len(found.tiles) == 0:
+        return Segmentation(found.tiles, [], "no digits found")
+    return found
+
+
+def read_image(model: Model, image: np.ndarray) -> Reading:
+    """Read every digit in a greyscale image (uint8, any size)."""
+    found = find_digits(image)
+    if found.diagnosis:
+        return Reading(diagnosis=found.diagnosis)
     return Reading(read_tiles(model, found.tiles, found.boxes))

@@ -12,6 +12,7 @@ same sorted neighbour lists. A 54-point grid costs three searches per fold inste
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
@@ -105,8 +106,13 @@ def tune(
     folds: int = 5,
     refit: bool = True,
     progress: bool = True,
+    scores_on_folds: Callable[..., list[list[float]]] | None = None,
 ) -> TuneResult:
-    """Cross-validate every grid point on the training split; refit the best, score on test."""
+    """Cross-validate every grid point on the training split; refit the best, score on test.
+
+    ``scores_on_folds`` computes the accuracy of every point on every fold, called as
+    :func:`cv_scores` is (which is the default); a Dask scheduler passes its own.
+    """
     if folds < 2:
         raise ParameterError(f"--folds must be at least 2, got {folds}")
     grid = grid if grid is not None else DEFAULT_GRIDS.get(kind)
@@ -117,10 +123,7 @@ def tune(
         models.build(kind, params)  # refuse unknown parameter names before any work
     splits = list(StratifiedKFold(n_splits=folds).split(dataset.X_train, dataset.y_train))
     start = time.perf_counter()
-    if kind == "knn":
-        scores = _knn_scores(dataset, points, splits, progress)
-    else:
-        scores = _generic_scores(kind, dataset, points, splits, progress)
+    scores = (scores_on_folds or cv_scores)(kind, dataset, points, splits, progress)
     result = TuneResult(
         kind, folds, [GridPoint(p, s) for p, s in zip(points, scores, strict=True)], seconds=0.0
     )
@@ -129,6 +132,16 @@ def tune(
         result.test_accuracy = float(np.mean(model.predict(dataset.X_test) == dataset.y_test))
     result.seconds = time.perf_counter() - start
     return result
+
+
+def cv_scores(
+    kind: str, dataset: Dataset, points: list[dict], splits: list, progress: bool = False
+) -> list[list[float]]:
+    """Accuracy of every grid point (rows) on every ``(train, valid)`` split (columns) of
+    the training images."""
+    if kind == "knn":
+        return _knn_scores(dataset, points, splits, progress)
+    return _generic_scores(kind, dataset, points, splits, progress)
 
 
 def _knn_scores(dataset, points, splits, progress):
