@@ -78,7 +78,11 @@ def read_tiles(model: Model, tiles: np.ndarray, boxes) -> list[DigitReading]:
     if len(tiles) == 0:
         return []
     probabilities = model.predict_proba(tiles_to_model_input(tiles, model))
-    classes = model.classes
+    return readings_of(probabilities, model.classes, tiles, boxes)
+
+
+def readings_of(probabilities: np.ndarray, classes, tiles: np.ndarray, boxes) -> list[DigitReading]:
+    """One reading per tile from the model's class probabilities ``(n, len(classes))``."""
     readings = []
     for tile, box, row in zip(tiles, boxes, probabilities, strict=True):
         best = int(np.argmax(row))

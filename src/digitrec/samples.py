@@ -460,7 +460,15 @@ class PersonalModel(Model):
 
     def nearest(self, images: np.ndarray, k: int | None = None) -> list[list[Neighbor]]:
         """The nearest references of each image, with their labels and pictures."""
-        distances, indices, from_sample, samples = self._search(images, k or self.knn.n_neighbors)
+        return self._as_neighbors(*self._search(images, k or self.knn.n_neighbors))
+
+    def explain(self, images: np.ndarray) -> tuple[np.ndarray, list[list[Neighbor]]]:
+        """:meth:`predict_proba` and :meth:`nearest` from one search: the answer and the
+        references that voted for it."""
+        found = self._search(images, self.knn.n_neighbors)
+        return self._vote(*found), self._as_neighbors(*found)
+
+    def _as_neighbors(self, distances, indices, from_sample, samples) -> list[list[Neighbor]]:
         training = self.base.training_images()
         labels = self.base.training_labels()
         out = []
@@ -484,7 +492,9 @@ class PersonalModel(Model):
         return out
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        distances, indices, from_sample, samples = self._search(images, self.knn.n_neighbors)
+        return self._vote(*self._search(images, self.knn.n_neighbors))
+
+    def _vote(self, distances, indices, from_sample, samples) -> np.ndarray:
         classes = np.empty(indices.shape, dtype=np.int64)
         classes[~from_sample] = self.knn._y[indices[~from_sample]]
         classes[from_sample] = samples.classes[indices[from_sample] - self.n_training]

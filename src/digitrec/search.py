@@ -19,7 +19,9 @@ scikit-learn's brute-force search gives it.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
+import numba
 import numpy as np
 import scipy.linalg
 from numba import njit, prange
@@ -30,6 +32,10 @@ _U32 = 2.0**-24
 # Aim for a float32 distance block of about 256 MB: 10,000 x 60,000 MNIST stays under 1 GB.
 _BLOCK_BYTES = 256 * 1024 * 1024
 _QUERY_TILE = 64  # queries sharing one pass over the references in the compiled Lp loop
+# Blocks of fewer euclidean/cosine queries run the compiled loop on one thread: right after
+# the BLAS product, waking numba's second thread costs more than it saves (MNIST, 2 cores:
+# 1 query 0.5 ms on one thread, 8.3 ms on two; 256 queries 71 vs 88 ms; 1,000: 296 vs 237).
+_PARALLEL_ROWS = 512
 _PCA_SAMPLE = 16384  # references used to find the principal directions
 
 
@@ -133,20 +139,21 @@ class NeighborIndex:
         cosine = self.metric == "cosine"
         space = _unit_rows(Q, q_norm) if cosine else Q
         products, q_sq, error = self._bounds.products(space, buffer)
-        sums, indices = _search_with_bounds(
-            products,
-            q_sq,
-            self._bounds.r_sq,
-            error,
-            0.5 if cosine else 1.0,
-            Q,
-            self.X,
-            q_norm,
-            self._r_norm,
-            3 if cosine else 0,
-            k,
-            n_candidates,
-        )
+        with _one_thread_below(_PARALLEL_ROWS, len(Q)):
+            sums, indices = _search_with_bounds(
+                products,
+                q_sq,
+                self._bounds.r_sq,
+                error,
+                0.5 if cosine else 1.0,
+                Q,
+                self.X,
+                q_norm,
+                self._r_norm,
+                3 if cosine else 0,
+                k,
+                n_candidates,
+            )
         return (sums if cosine else np.sqrt(sums)), indices
 
     # manhattan and other Minkowski powers: bounds from pooled features, then exact
@@ -290,10 +297,22 @@ def _unit_rows(X, norms):
     return X / np.where(norms > 0, norms, 1.0)[:, None]
 
 
+@contextmanager
+def _one_thread_below(threshold: int, n_rows: int):
+    """Run numba's parallel loops on one thread while ``n_rows < threshold``."""
+    if n_rows >= threshold or numba.get_num_threads() == 1:
+        yield
+        return
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
 def set_threads(n_jobs: int | None) -> int:
     """Threads for the compiled loops: ``None`` or -1 means every core."""
-    import numba
-
     cores = os.cpu_count() or 1
     threads = (
         cores if n_jobs in (None, -1) else max(1, min(int(n_jobs), numba.config.NUMBA_NUM_THREADS))

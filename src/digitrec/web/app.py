@@ -1,7 +1,7 @@
 """The FastAPI application: the page in ``static/`` and the JSON API it calls.
 
 ``create_app`` loads the model once; every request then reads images through
-:func:`digitrec.images.load_image` and :func:`digitrec.recognize.read_image`, the same path as
+:func:`digitrec.images.load_image` and :mod:`digitrec.recognize`, the same path as
 ``digitrec predict``. For kNN models the stored samples join the reference set at once
 (:class:`digitrec.samples.PersonalModel`). Bad input is answered with a status and
 ``{"detail": "..."}``: 413 for bodies and images over the limits, 415 for media types that are
@@ -35,8 +35,9 @@ from ..errors import ImageError
 from ..images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_image
 from ..models import Model
 from ..preprocess import to_mnist_tile
-from ..recognize import Reading, read_image, tiles_to_model_input
+from ..recognize import Reading, find_digits, read_tiles, readings_of, tiles_to_model_input
 from ..samples import (
+    Neighbor,
     PersonalModel,
     Sample,
     SampleError,
@@ -309,43 +310,39 @@ class Service:
     def predict(self, data: bytes, name: str) -> dict[str, Any]:
         image = self.load(data, name)
         self.sync()
-        try:
-            if self.personal is not None:
-                reading = read_image(self.personal, image)  # searches lock only themselves
-            else:
-                with self.one_at_a_time():
-                    reading = read_image(self.base, image)
-        except ImageError as exc:
-            # read_image raises "no ink found" for a blank 28x28 image where it diagnoses
-            # every other blank image; answer both the same way.
-            reading = Reading(diagnosis=str(exc))
+        found = find_digits(image)
+        nearest: list[list[Neighbor]] = [[] for _ in found.tiles]
+        if found.diagnosis:
+            reading = Reading(diagnosis=found.diagnosis)
+        elif self.personal is not None:
+            # One search gives the answer and the neighbours shown with it; searches lock
+            # only themselves.
+            inputs = tiles_to_model_input(found.tiles, self.base)
+            probabilities, nearest = self.personal.explain(inputs)
+            reading = Reading(
+                readings_of(probabilities, self.personal.classes, found.tiles, found.boxes)
+            )
+        else:
+            with self.one_at_a_time():
+                reading = Reading(read_tiles(self.base, found.tiles, found.boxes))
         body = reading.to_json()
-        for out, neighbors, digit in zip(
-            body["digits"], self._neighbors(reading), reading.digits, strict=True
-        ):
+        for out, neighbors, digit in zip(body["digits"], nearest, reading.digits, strict=True):
             out["tile"] = png_data_url(digit.tile)
-            out["neighbors"] = neighbors
+            out["neighbors"] = self._neighbors_json(neighbors)
         body["image"] = {"width": int(image.shape[1]), "height": int(image.shape[0])}
         return body
 
-    def _neighbors(self, reading: Reading) -> list[list[dict[str, Any]]]:
-        if self.personal is None or not reading.digits:
-            return [[] for _ in reading.digits]
-        tiles = np.stack([d.tile for d in reading.digits])
-        nearest = self.personal.nearest(tiles_to_model_input(tiles, self.base))
+    def _neighbors_json(self, neighbors: list[Neighbor]) -> list[dict[str, Any]]:
         scale = 255.0 / self.base.max_value
         return [
-            [
-                {
-                    "label": n.label,
-                    "distance": round(n.distance, 3),
-                    "image": png_data_url(np.rint(n.image * scale).astype(np.uint8)),
-                    "sample_id": n.sample_id,
-                }
-                for n in row
-                if n.image is not None
-            ]
-            for row in nearest
+            {
+                "label": n.label,
+                "distance": round(n.distance, 3),
+                "image": png_data_url(np.rint(n.image * scale).astype(np.uint8)),
+                "sample_id": n.sample_id,
+            }
+            for n in neighbors
+            if n.image is not None
         ]
 
     def add_sample(self, data: bytes, label: int) -> Sample:
