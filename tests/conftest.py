@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from digitrec import datasets
@@ -84,3 +92,41 @@ def mnist(tmp_path_factory) -> datasets.Dataset:
 @pytest.fixture(scope="session")
 def uci() -> datasets.Dataset:
     return datasets.load("uci-digits")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serving(model_dir: Path, home: Path, *options: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`digitrec serve` for ``model_dir`` on a free loopback port, until the block ends: the
+    base URL, once /api/health answers, and the server process."""
+    port = free_port()
+    digitrec = Path(sys.executable).with_name("digitrec")
+    process = subprocess.Popen(
+        [str(digitrec), "serve", "--model", str(model_dir), "--port", str(port), *options],
+        env={**os.environ, "DIGITREC_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            try:
+                httpx.get(f"{url}/api/health", timeout=2).raise_for_status()
+                break
+            except httpx.TransportError:
+                if process.poll() is not None:
+                    pytest.fail(f"digitrec serve exited: {process.communicate()[1]}")
+                if time.monotonic() > deadline:
+                    pytest.fail("digitrec serve did not answer within 60 s")
+                time.sleep(0.2)
+        yield url, process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -5,15 +5,14 @@ from __future__ import annotations
 import base64
 import io
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from conftest import serving
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -474,36 +473,9 @@ def test_serve_without_a_model_says_how_to_train_one(digitrec_home):
     assert "digitrec train knn" in done.stderr and "Traceback" not in done.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_answers_over_http(knn, tmp_path, seven):
     model_dir = models.save(knn, tmp_path / "model")
-    port = free_port()
-    server = subprocess.Popen(
-        [str(DIGITREC), "serve", "--model", str(model_dir), "--port", str(port)],
-        env=dict(os.environ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                health = httpx.get(f"{url}/api/health", timeout=2)
-                break
-            except httpx.TransportError:
-                assert server.poll() is None, server.communicate()[1]
-                assert time.monotonic() < deadline, "server did not start within 60 s"
-                time.sleep(0.2)
-        assert health.json()["model"] == "knn"
+    with serving(model_dir, tmp_path / "home") as (url, _):
+        assert httpx.get(f"{url}/api/health").json()["model"] == "knn"
         answer = httpx.post(f"{url}/api/predict", json={"image": data_url(seven)}, timeout=30)
         assert answer.json()["text"] == "7"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)

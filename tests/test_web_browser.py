@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import io
 import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from conftest import CHROMIUM, CHROMIUM_ARGS
+from conftest import CHROMIUM, CHROMIUM_ARGS, serving
 from PIL import Image
 
 from digitrec import models, synthetic
@@ -28,47 +25,16 @@ PHONE = {"width": 360, "height": 740}
 DESKTOP = {"width": 1280, "height": 800}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(mnist, tmp_path_factory) -> Iterator[str]:
     """`digitrec serve` on a free port with a kNN model of 10,000 MNIST images."""
     root = tmp_path_factory.mktemp("web")
     model = models.train("knn", mnist.subset(10_000, 10, seed=0), {"n_neighbors": 3})
     model_dir = models.save(model, root / "model")
-    port = free_port()
-    env = {**os.environ, "DIGITREC_HOME": str(root / "home")}
-    process = subprocess.Popen(
-        [str(DIGITREC), "serve", "--model", str(model_dir), "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    try:
-        while True:
-            try:
-                httpx.get(f"{url}/api/health", timeout=2).raise_for_status()
-                break
-            except httpx.TransportError:
-                if process.poll() is not None:
-                    pytest.fail(f"digitrec serve exited: {process.communicate()[1]}")
-                if time.monotonic() > deadline:
-                    pytest.fail("digitrec serve did not answer within 60 s")
-                time.sleep(0.2)
+    with serving(model_dir, root / "home") as (url, _):
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
-@pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
         pytest.fail(
