@@ -268,6 +268,30 @@ def test_one_correction_changes_the_answer_for_the_same_tile(knn, small):
     )
 
 
+def test_an_idm_model_takes_corrections_the_same_way(small):
+    idm = models.train("knn-idm", small, {"n_candidates": 20})
+    personal = PersonalModel(idm)
+    query = small.X_test[:40]
+    # Without samples it is the model itself: same answers, same neighbours.
+    np.testing.assert_array_equal(personal.predict(query), idm.predict(query))
+    np.testing.assert_array_equal(personal.neighbors(query, 3)[1], idm.neighbors(query, 3)[1])
+    before = personal.predict(query)
+    wrong = int((before[5] + 1) % 10)
+    personal.add_sample(_sample(1, query[5], wrong), revision=1)
+    after = personal.predict(query)
+    assert after[5] == wrong
+    has_sample = (personal.neighbors(query)[1] >= personal.n_training).any(axis=1)
+    assert (after[has_sample] == wrong).all()
+    np.testing.assert_array_equal(after[~has_sample], before[~has_sample])
+    nearest = personal.nearest(query[5:6], k=3)[0]
+    assert nearest[0].sample_id == 1 and nearest[0].distance == 0.0 and nearest[0].label == wrong
+    training = personal.neighbors(query[5:6], k=3)[1][0, 1:]
+    for neighbor, index in zip(nearest[1:], training, strict=True):
+        np.testing.assert_array_equal(neighbor.image, small.X_train[index])
+    personal.remove_sample(1, revision=2)
+    np.testing.assert_array_equal(personal.predict(query), before)
+
+
 def test_incremental_add_and_remove_equal_a_full_reload(knn, small, store):
     tiles, labels = some_tiles(small, 12)
     incremental = PersonalModel(knn)

@@ -195,6 +195,21 @@ def test_a_correction_changes_the_next_prediction_for_the_same_drawing(client, s
     assert third["digits"][0]["digit"] == answer
 
 
+def test_an_idm_model_shows_neighbours_and_learns_corrections(mnist, tmp_path, seven):
+    idm = models.train("knn-idm", mnist.subset(4000, 10, seed=0), {"n_candidates": 20})
+    with TestClient(create_app(model=idm, home=tmp_path)) as client:
+        assert client.get("/api/model").json()["learns_from_samples"] is True
+        first = client.post("/api/predict", json={"image": data_url(seven)}).json()
+        digit = first["digits"][0]
+        assert digit["neighbors"] and digit["neighbors"][0]["sample_id"] is None
+        corrected = (digit["digit"] + 1) % 10
+        saved = client.post("/api/samples", json={"image": digit["tile"], "label": corrected})
+        assert saved.status_code == 201, saved.text
+        second = client.post("/api/predict", json={"image": data_url(seven)}).json()
+        assert second["digits"][0]["digit"] == corrected
+        assert second["digits"][0]["neighbors"][0]["sample_id"] == saved.json()["id"]
+
+
 def test_samples_stored_by_another_process_are_used_at_once(client, tmp_path, seven):
     first = client.post("/api/predict", json={"image": data_url(seven)}).json()
     tile = load_image(base64.b64decode(first["digits"][0]["tile"].split(",", 1)[1]))

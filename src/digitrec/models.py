@@ -8,6 +8,7 @@ model directory (:mod:`digitrec.store`) holding only JSON and numeric arrays.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ def register(name: str, summary: str, defaults: dict[str, Any]):
 def flatten_images(images: np.ndarray) -> np.ndarray:
     """``(n, h, w)`` -> ``(n, h*w)``, keeping the dtype (uint8 models stay small on disk)."""
     images = np.asarray(images)
-    return images.reshape(len(images), -1)
+    return images.reshape(len(images), math.prod(images.shape[1:]))  # also for 0 images
 
 
 def _flatten():
@@ -167,24 +168,31 @@ class Model:
         predicted = self.estimator.predict(images)
         return (predicted[:, None] == self.classes[None, :]).astype(np.float64)
 
+    def _final(self) -> BaseEstimator:
+        """The classifier: the last step of a pipeline, or the estimator itself."""
+        if isinstance(self.estimator, Pipeline):
+            return self.estimator.steps[-1][1]
+        return self.estimator
+
     def neighbors(self, images: np.ndarray, k: int | None = None):
         """Distances and training indices of the nearest training images (kNN kinds only)."""
-        final = self.estimator.steps[-1][1] if isinstance(self.estimator, Pipeline) else None
-        if final is None or not hasattr(final, "kneighbors"):
+        final = self._final()
+        if not hasattr(final, "kneighbors"):
             return None
-        features = self.estimator[:-1].transform(images)
-        return final.kneighbors(features, n_neighbors=k)
+        if isinstance(self.estimator, Pipeline):
+            images = self.estimator[:-1].transform(images)
+        return final.kneighbors(images, n_neighbors=k)
 
     def training_images(self) -> np.ndarray | None:
         """The reference images of a kNN model, as saved in the model (for explanations)."""
-        final = self.estimator.steps[-1][1] if isinstance(self.estimator, Pipeline) else None
-        fit_X = getattr(final, "_fit_X", None)
-        if fit_X is None or fit_X.shape[1] != int(np.prod(self.input_shape)):
+        final = self._final()
+        fit_X = getattr(final, "_fit_images", getattr(final, "_fit_X", None))
+        if fit_X is None or fit_X[0].size != int(np.prod(self.input_shape)):
             return None
         return np.asarray(fit_X).reshape(-1, *self.input_shape)
 
     def training_labels(self) -> np.ndarray | None:
-        final = self.estimator.steps[-1][1] if isinstance(self.estimator, Pipeline) else None
+        final = self._final()
         y = getattr(final, "_y", None)
         return None if y is None else final.classes_[y]
 

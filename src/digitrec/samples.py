@@ -3,10 +3,11 @@ uses them at once.
 
 When a reading is wrong the user says what the digit really is; the 28x28 tile the model saw
 is stored with that label in ``samples.sqlite`` in the data directory. :class:`PersonalModel`
-wraps a trained kNN model and adds the stored samples to its reference set without refitting
-it: the samples live in a second, small reference set searched exactly, and the two neighbour
-lists are merged by distance. Adding or deleting a sample touches only the small set, so it
-costs milliseconds however large the training set is.
+wraps a trained kNN model (``knn`` or ``knn-idm``) and adds the stored samples to its
+reference set without refitting it: the samples live in a second, small reference set
+searched exactly, and the two neighbour lists are merged by distance. Adding or deleting a
+sample touches only the small set, so it costs milliseconds however large the training set
+is.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from sklearn.pipeline import Pipeline
 
 from . import config
 from .errors import DigitrecError, ImageError
+from .features import as_images
 from .models import Model
 from .neighbors import KNNClassifier, vote
 from .recognize import tiles_to_model_input
+from .rerank import IDMClassifier, idm_features, idm_pairs
 from .search import canonical_metric
 from .store import atomic_write_bytes
 
@@ -295,21 +298,88 @@ class _SampleSet:
     revision: int
 
 
-def knn_step(model: Model) -> KNNClassifier | None:
-    """The fitted :class:`KNNClassifier` at the end of a model's pipeline, if it is one."""
+class _KNNReferences:
+    """The training set of a kNN pipeline: its features, its index, exact distances."""
+
+    def __init__(self, model: Model, knn: KNNClassifier) -> None:
+        self.estimator = model.estimator
+        self.knn = knn
+        self.metric, self.p = canonical_metric(knn.metric, knn.p)
+        self.n_neighbors, self.weights = knn.n_neighbors, knn.weights
+        self.labels = knn._y
+        self.n_training = int(knn.n_samples_fit_)
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self.estimator[:-1].transform(images), dtype=np.float64)
+
+    def search(self, features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        # The index itself, not KNNClassifier.kneighbors: that one sets thread counts for
+        # batch work (all cores), which the caller's search context has chosen otherwise.
+        return self.knn._index.query(features, min(k, self.n_training))
+
+    def distances(self, features: np.ndarray, sample_features: np.ndarray) -> np.ndarray:
+        return exact_distances(features, sample_features, self.metric, self.p)
+
+
+class _IDMReferences:
+    """The training set of an :class:`IDMClassifier`; samples are measured with its final
+    distance (the IDM, or stage 1's euclidean distance without re-ranking)."""
+
+    def __init__(self, idm: IDMClassifier) -> None:
+        self.idm = idm
+        self.n_neighbors, self.weights = idm.n_neighbors, idm.weights
+        self.labels = idm._y
+        self.n_training = len(idm._y)
+        self.max_k = idm.n_candidates if idm.rerank else self.n_training
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(images)  # the classifier derives its own features from images
+
+    def search(self, images: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.idm.kneighbors(images, n_neighbors=min(k, self.max_k))
+
+    def distances(self, images: np.ndarray, sample_images: np.ndarray) -> np.ndarray:
+        idm = self.idm
+        upright = idm._upright(as_images(images))
+        sample_upright = idm._upright(as_images(sample_images))
+        if not idm.rerank:
+            queries = idm._project(idm._stage1_pixels(upright))
+            samples = idm._project(idm._stage1_pixels(sample_upright))
+            return exact_distances(queries, samples, "euclidean")
+        pairs = np.broadcast_to(np.arange(len(sample_upright)), (len(upright), len(sample_upright)))
+        return idm_pairs(
+            idm_features(upright, idm.idm_blur),
+            idm_features(sample_upright, idm.idm_blur),
+            pairs,
+            idm.warp,
+            idm.context,
+        )
+
+
+def _references(model: Model) -> _KNNReferences | _IDMReferences | None:
     estimator = model.estimator
+    if isinstance(estimator, IDMClassifier):
+        return _IDMReferences(estimator)
     final = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
-    return final if isinstance(final, KNNClassifier) else None
+    return _KNNReferences(model, final) if isinstance(final, KNNClassifier) else None
+
+
+def learns_from_samples(model: Model) -> bool:
+    """Whether :class:`PersonalModel` can add stored samples to this model's references:
+    kNN and IDM models can."""
+    return _references(model) is not None
 
 
 class PersonalModel(Model):
     """A kNN model whose reference set is its training set plus the stored samples.
 
-    The neighbours are exactly those of a kNN fitted on the training images followed by the
-    samples (ties in distance go to the lower index, so to the training image). In the vote a
-    sample counts ``sample_weight`` times (default: ``n_neighbors``), so one correction among
-    the nearest neighbours outweighs the training images: the same or a very similar drawing
-    is read as the user said at once, while a sample far from the query changes nothing.
+    Samples are measured with the model's own final distance (for ``knn-idm``, the IDM).
+    For ``knn`` the neighbours are exactly those of a kNN fitted on the training images
+    followed by the samples (ties in distance go to the lower index, so to the training
+    image). In the vote a sample counts ``sample_weight`` times (default: ``n_neighbors``),
+    so one correction among the nearest neighbours outweighs the training images: the same
+    or a very similar drawing is read as the user said at once, while a sample far from the
+    query changes nothing.
     With ``sample_weight=1`` the probabilities are those of that refitted kNN.
 
     ``search_context`` is entered around every search; a server uses it to run searches one
@@ -323,21 +393,21 @@ class PersonalModel(Model):
         sample_weight: float | None = None,
         search_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     ) -> None:
-        knn = knn_step(model)
-        if knn is None:
+        references = _references(model)
+        if references is None:
             raise SampleError(f"a {model.kind} model is not a kNN; samples cannot join it")
         super().__init__(model.kind, model.params, model.estimator, model.info)
         self.base = model
-        self.knn = knn
-        self.metric, self.p = canonical_metric(knn.metric, knn.p)
-        self.sample_weight = float(knn.n_neighbors if sample_weight is None else sample_weight)
+        self.references = references
+        self.n_neighbors = references.n_neighbors
+        self.sample_weight = float(self.n_neighbors if sample_weight is None else sample_weight)
         self.search_context = search_context
         self._lock = threading.Lock()
         self._samples = self._sample_set([], -1)
 
     @property
     def n_training(self) -> int:
-        return int(self.knn.n_samples_fit_)
+        return self.references.n_training
 
     @property
     def n_samples(self) -> int:
@@ -403,7 +473,7 @@ class PersonalModel(Model):
         if not samples:
             return _SampleSet(
                 np.zeros(0, np.int64),
-                np.zeros((0, self.knn.n_features_in_)),
+                self.references.features(np.zeros((0, h, w), np.uint8)),
                 np.zeros(0, np.int64),
                 np.zeros((0, h, w), np.uint8),
                 revision,
@@ -421,14 +491,11 @@ class PersonalModel(Model):
         images = tiles_to_model_input(np.stack([s.tile for s in samples]), self.base)
         return _SampleSet(
             np.array([s.id for s in samples], dtype=np.int64),
-            self._features(images).astype(np.float64),
+            self.references.features(images),
             classes.astype(np.int64),
             images,
             revision,
         )
-
-    def _features(self, images: np.ndarray) -> np.ndarray:
-        return np.asarray(self.estimator[:-1].transform(images))
 
     def _search(
         self, images: np.ndarray, k: int
@@ -436,14 +503,13 @@ class PersonalModel(Model):
         """Merged neighbours: distances, indices (samples at ``n_training + position``),
         whether each comes from a sample, and the snapshot the positions refer to."""
         samples = self._samples
-        features = self._features(images)
+        features = self.references.features(images)
         k = min(k, self.n_training + len(samples.ids))
         with self.search_context():
-            # The index itself, not KNNClassifier.kneighbors: that one sets thread counts
-            # for batch work (all cores), which search_context has just chosen otherwise.
-            distances, indices = self.knn._index.query(features, min(k, self.n_training))
+            distances, indices = self.references.search(features, k)
+            if len(samples.ids):
+                s_dist = self.references.distances(features, samples.features)
         if len(samples.ids):
-            s_dist = exact_distances(features, samples.features, self.metric, self.p)
             s_idx = np.broadcast_to(np.arange(len(samples.ids)) + self.n_training, s_dist.shape)
             distances = np.concatenate([distances, s_dist], axis=1)
             indices = np.concatenate([indices, s_idx], axis=1)
@@ -455,17 +521,17 @@ class PersonalModel(Model):
     def neighbors(self, images: np.ndarray, k: int | None = None):
         """Distances and indices of the nearest references; indices past the training set
         are stored samples, in the order they were loaded."""
-        distances, indices, _, _ = self._search(images, k or self.knn.n_neighbors)
+        distances, indices, _, _ = self._search(images, k or self.n_neighbors)
         return distances, indices
 
     def nearest(self, images: np.ndarray, k: int | None = None) -> list[list[Neighbor]]:
         """The nearest references of each image, with their labels and pictures."""
-        return self._as_neighbors(*self._search(images, k or self.knn.n_neighbors))
+        return self._as_neighbors(*self._search(images, k or self.n_neighbors))
 
     def explain(self, images: np.ndarray) -> tuple[np.ndarray, list[list[Neighbor]]]:
         """:meth:`predict_proba` and :meth:`nearest` from one search: the answer and the
         references that voted for it."""
-        found = self._search(images, self.knn.n_neighbors)
+        found = self._search(images, self.n_neighbors)
         return self._vote(*found), self._as_neighbors(*found)
 
     def _as_neighbors(self, distances, indices, from_sample, samples) -> list[list[Neighbor]]:
@@ -492,14 +558,16 @@ class PersonalModel(Model):
         return out
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        return self._vote(*self._search(images, self.knn.n_neighbors))
+        return self._vote(*self._search(images, self.n_neighbors))
 
     def _vote(self, distances, indices, from_sample, samples) -> np.ndarray:
         classes = np.empty(indices.shape, dtype=np.int64)
-        classes[~from_sample] = self.knn._y[indices[~from_sample]]
+        classes[~from_sample] = self.references.labels[indices[~from_sample]]
         classes[from_sample] = samples.classes[indices[from_sample] - self.n_training]
         weight = np.where(from_sample, self.sample_weight, 1.0)
-        return weighted_vote(classes, distances, weight, len(self.classes), self.knn.weights)
+        return weighted_vote(
+            classes, distances, weight, len(self.classes), self.references.weights
+        )
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self.classes[np.argmax(self.predict_proba(images), axis=1)]

@@ -44,7 +44,7 @@ from ..samples import (
     SampleStore,
     database_path,
     encode_png,
-    knn_step,
+    learns_from_samples,
 )
 
 STATIC = Path(__file__).parent / "static"
@@ -285,7 +285,9 @@ class Service:
         self.max_pixels = max_pixels
         self.one_at_a_time = _OneAtATime()
         self.personal = (
-            PersonalModel(model, search_context=self.one_at_a_time) if knn_step(model) else None
+            PersonalModel(model, search_context=self.one_at_a_time)
+            if learns_from_samples(model)
+            else None
         )
         if self.personal is not None:
             self.personal.sync(store)
