@@ -15,7 +15,7 @@ APT_PACKAGES := $(FONT_PACKAGES) chromium
 .PHONY: run test install install-dev data system-packages lint bench clean
 
 run: install data
-	$(BIN)/digitrec train knn --dataset mnist --keep-existing
+	$(BIN)/digitrec train --dataset mnist --keep-existing
 	$(BIN)/digitrec evaluate
 	$(BIN)/digitrec serve --host $(HOST) --port $(PORT)
 

@@ -12,8 +12,8 @@ and exits 0.
 One client shows the service time of a request; several show it under contention for the
 two cores.
 
-Without --model it uses the default model, or trains kNN k=3 on full MNIST into a temporary
-directory if there is none.
+Without --model it uses the default model, or trains the default kind on full MNIST into a
+temporary directory if there is none.
 """
 
 from __future__ import annotations
@@ -128,9 +128,9 @@ def ensure_model(path: Path | None, scratch: Path) -> Path:
     chosen = path or config.default_model_dir()
     if (chosen / "model.json").is_file():
         return chosen
-    print(f"no model at {chosen}: training kNN k=3 on full MNIST", file=sys.stderr)
-    model = models.train("knn", datasets.load("mnist"), {"n_neighbors": 3})
-    return models.save(model, scratch / "knn-mnist")
+    print(f"no model at {chosen}: training {models.DEFAULT_KIND} on full MNIST", file=sys.stderr)
+    model = models.train(models.DEFAULT_KIND, datasets.load("mnist"))
+    return models.save(model, scratch / "default")
 
 
 def start_server(model_dir: Path, home: Path) -> tuple[subprocess.Popen, str]:

@@ -485,7 +485,7 @@ def test_serve_without_a_model_says_how_to_train_one(digitrec_home):
     )
     assert done.returncode == 1
     assert done.stderr.startswith("error: no model at ")
-    assert "digitrec train knn" in done.stderr and "Traceback" not in done.stderr
+    assert "digitrec train --dataset mnist" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_serve_answers_over_http(knn, tmp_path, seven):

@@ -139,7 +139,9 @@ def list_models() -> None:
 
 @app.command("train")
 def train(
-    kind: Annotated[str, typer.Argument(help="Model kind (see `digitrec models`)")] = "knn",
+    kind: Annotated[
+        str, typer.Argument(help="Model kind (see `digitrec models`)")
+    ] = models.DEFAULT_KIND,
     dataset: DatasetOpt = "mnist",
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="name=value")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Model directory")] = None,
@@ -231,7 +233,9 @@ def _check_input_shape(model, data) -> None:
 
 @app.command("tune")
 def tune_cmd(
-    kind: Annotated[str, typer.Argument(help="Model kind (see `digitrec models`)")] = "knn",
+    kind: Annotated[
+        str, typer.Argument(help="Model kind (see `digitrec models`)")
+    ] = models.DEFAULT_KIND,
     dataset: DatasetOpt = "mnist",
     grid: Annotated[
         list[str] | None, typer.Option("--grid", "-g", help="name=v1,v2,... (repeatable)")
@@ -378,9 +382,9 @@ def serve(
     directory = _model_dir(model)
     if not (directory / "model.json").is_file():
         how = (
-            "`digitrec train knn --dataset mnist` (or `make run`)"
+            "`digitrec train --dataset mnist` (or `make run`)"
             if model is None
-            else f"`digitrec train knn --dataset mnist -o {directory}`"
+            else f"`digitrec train --dataset mnist -o {directory}`"
         )
         raise DigitrecError(f"no model at {directory}: train one first with {how}")
     application = create_app(model_dir=directory)
