@@ -153,6 +153,26 @@ def test_a_single_wide_digit_is_not_split():
     cv2.ellipse(image, (150, 100), (80, 60), -20, 0, 360, 0, 14)  # a slanted, wide 0, 1.2:1
     assert len(segment(image).tiles) == 1
 
+    very_wide = np.full((200, 340), 255, np.uint8)
+    cv2.ellipse(very_wide, (170, 100), (110, 60), -10, 0, 360, 0, 14)  # 1.7:1
+    assert len(segment(very_wide).tiles) == 1
+
+
+def test_a_seven_with_a_long_bar_is_not_split():
+    seven = np.full((220, 300), 255, np.uint8)
+    cv2.line(seven, (60, 50), (170, 50), 0, 16)
+    cv2.line(seven, (170, 50), (110, 180), 0, 16)
+    cv2.line(seven, (90, 115), (250, 115), 0, 16)  # the bar, well past the stem
+    assert cv2.connectedComponents((seven < 128).astype(np.uint8))[0] - 1 == 1
+    assert len(segment(seven).tiles) == 1
+
+    loose_bar = np.full((220, 300), 255, np.uint8)
+    cv2.line(loose_bar, (60, 50), (170, 50), 0, 16)
+    cv2.line(loose_bar, (170, 50), (110, 180), 0, 16)
+    cv2.line(loose_bar, (160, 115), (250, 115), 0, 12)  # drawn apart, mostly beside the 7
+    assert cv2.connectedComponents((loose_bar < 128).astype(np.uint8))[0] - 1 == 2
+    assert len(segment(loose_bar).tiles) == 1
+
 
 def test_broken_strokes_of_one_digit_are_joined():
     five = np.full((200, 200), 255, np.uint8)

@@ -47,10 +47,12 @@ _MAX_DIGITS = 64
 # Measured on synthetic photos and drawings: inked images stray at least twice as far to
 # the ink's side (usually 3-100x); blank pages 0.7-1.1x.
 _POLARITY_MARGIN = 1.5
-# A mark wider than _WIDE times its height may be touching digits; wider than
-# _SURELY_WIDE it is.
+# A mark wider than _WIDE times its height may be touching digits.
 _WIDE = 1.1
-_SURELY_WIDE = 1.3
+# A mark at most _PIECE times as tall as another whose box reaches into the other's by at
+# least _PIECE_INSIDE of its own area is a loose piece of that digit (a '7''s bar).
+_PIECE = 0.75
+_PIECE_INSIDE = 0.05
 # Ink edges are sharper than this (see _edge_sharpness); shadows and light are softer.
 _MIN_SHARPNESS = 0.85
 
@@ -366,11 +368,22 @@ def _group_components(ink: _Ink) -> list[list[int]]:
 
 
 def _same_digit(a: Box, b: Box) -> bool:
+    """Stacked pieces (mostly overlapping in x, close in y), or a small piece reaching into
+    a bigger one's box."""
     ax, ay, aw, ah = a
     bx, by, bw, bh = b
     overlap_x = min(ax + aw, bx + bw) - max(ax, bx)
-    gap_y = max(ay, by) - min(ay + ah, by + bh)
-    return overlap_x >= 0.5 * min(aw, bw) and gap_y <= 0.6 * max(ah, bh)
+    overlap_y = min(ay + ah, by + bh) - max(ay, by)
+    if overlap_x >= 0.5 * min(aw, bw) and -overlap_y <= 0.6 * max(ah, bh):
+        return True
+    small = min((aw * ah, a), (bw * bh, b))[1]
+    big = b if small is a else a
+    return (
+        overlap_x > 0
+        and overlap_y > 0
+        and small[3] <= _PIECE * big[3]
+        and overlap_x * overlap_y >= _PIECE_INSIDE * small[2] * small[3]
+    )
 
 
 def _union_box(boxes: list[Box]) -> Box:
@@ -411,10 +424,10 @@ def _split_touching(
         cost = profile[columns] + np.abs(columns - i * step) / (10 * step)
         cuts.append(int(columns[np.argmin(cost)]))
     cuts.append(w)
-    # A slanted or round single digit can be a little wide too; split those only where a
-    # cut crosses a single stroke, as where two digits touch.
-    crossed = profile[cuts[1:-1]].max(initial=0.0) / ink.stroke
-    if w <= _SURELY_WIDE * h and crossed > 1.5:
+    # A slanted or round single digit can be wide too (an italic '0', a '7' with a bar);
+    # split only where every cut crosses the ink once, as where two digits touch. A cut
+    # through a round digit meets it twice, above and below.
+    if max((_runs(mask[:, c]) for c in cuts[1:-1]), default=0) > 1:
         return [(mask, box)]
     pieces = []
     for left, right in zip(cuts[:-1], cuts[1:], strict=True):
@@ -423,8 +436,17 @@ def _split_touching(
         if part.sum() < 2 * ink.stroke * ink.stroke:
             continue
         px, py, pw, ph = _bounding_box(part)
+        if ph < 0.5 * h:
+            # A flat piece is the end of a bar (a '7' or '4' crossed wide), not a digit.
+            return [(mask, box)]
         pieces.append((part[py : py + ph, px : px + pw], (x + px, y + py, pw, ph)))
     return pieces or [(mask, box)]
+
+
+def _runs(column: np.ndarray) -> int:
+    """Separate stretches of ink in one column of a mask."""
+    ink = column.astype(bool)
+    return int(ink[0]) + int(np.count_nonzero(ink[1:] & ~ink[:-1]))
 
 
 def _typical_width(ink: _Ink, groups: list[list[int]], height: int) -> float:
