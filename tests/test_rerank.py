@@ -12,7 +12,7 @@ from digitrec.rerank import (
     idm_distance,
     idm_features,
     idm_pairs,
-    nearest_originals,
+    nearest_references,
 )
 
 
@@ -81,12 +81,12 @@ def test_idm_pairs_checks_candidate_indices():
         idm_pairs(feats[:1], feats, np.array([[2]]))
 
 
-def test_nearest_originals_takes_the_best_copy():
+def test_nearest_references_takes_the_best_copy_of_each_query():
     rng = np.random.default_rng(3)
-    refs = rng.random((30, 5), dtype=np.float32)  # 3 copies x 10 originals, copy-major
-    queries = rng.random((4, 5), dtype=np.float32)
-    dist, idx = nearest_originals(refs, queries, n_copies=3, k=4)
-    full = np.sqrt(((queries[:, None, :] - refs[None]) ** 2).sum(-1)).reshape(4, 3, 10)
+    refs = rng.random((10, 5), dtype=np.float32)
+    queries = rng.random((4, 3, 5), dtype=np.float32)  # 4 queries, 3 copies each
+    dist, idx = nearest_references(refs, queries, k=4)
+    full = np.sqrt(((queries[:, :, None, :] - refs[None, None]) ** 2).sum(-1))  # (4, 3, 10)
     best = full.min(axis=1)
     np.testing.assert_array_equal(idx, np.argsort(best, axis=1)[:, :4])
     np.testing.assert_allclose(dist, np.sort(best, axis=1)[:, :4], rtol=1e-4)
@@ -162,11 +162,11 @@ def test_stage_1_with_shifted_copies_is_the_brute_force_minimum_over_copies(slic
     model = IDMClassifier(rerank=False, shift=1, deskew=False, n_components=None)
     model.fit(X[:300], y[:300])
     dist, idx = model.kneighbors(X_te[:6], n_neighbors=4)
-    copies, _, origin = augment(X[:300], None, shift=1)
-    q = X_te[:6].reshape(6, -1).astype(np.float64)
-    c = copies.reshape(len(copies), -1).astype(np.float64)
-    full = np.sqrt(((q[:, None, :] - c[None]) ** 2).sum(-1))
+    copies, _, origin = augment(X_te[:6], None, shift=1)  # shifted copies of the queries
+    q = copies.reshape(len(copies), -1).astype(np.float64)
+    r = X[:300].reshape(300, -1).astype(np.float64)
+    full = np.sqrt(((q[:, None, :] - r[None]) ** 2).sum(-1))
     best = np.full((6, 300), np.inf)
-    np.minimum.at(best, (np.arange(6)[:, None], origin[None, :]), full)
+    np.minimum.at(best, (origin, slice(None)), full)
     np.testing.assert_array_equal(idx, np.argsort(best, axis=1, kind="stable")[:, :4])
     np.testing.assert_allclose(dist, np.sort(best, axis=1)[:, :4], rtol=1e-4)
