@@ -38,7 +38,7 @@ class ModelKind:
 REGISTRY: dict[str, ModelKind] = {}
 
 # What `digitrec train` and `make run` train when no kind is named: of the models in the base
-# install, the most accurate one that answers a single image within 20 ms (MNIST test 0.9929,
+# install, the most accurate one that answers a single image within 20 ms (MNIST test 0.9930,
 # about 8 ms per image on 2 cores; benchmarks/accuracy_mnist.py). The cnn (0.9948) needs
 # the cnn extra and about 2.5 minutes of training.
 DEFAULT_KIND = "knn-idm"
