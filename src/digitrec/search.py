@@ -19,7 +19,7 @@ scikit-learn's brute-force search gives it.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numba
 import numpy as np
@@ -139,7 +139,7 @@ class NeighborIndex:
         cosine = self.metric == "cosine"
         space = _unit_rows(Q, q_norm) if cosine else Q
         products, q_sq, error = self._bounds.products(space, buffer)
-        with _one_thread_below(_PARALLEL_ROWS, len(Q)):
+        with numba_threads(1) if len(Q) < _PARALLEL_ROWS else nullcontext():
             sums, indices = _search_with_bounds(
                 products,
                 q_sq,
@@ -298,13 +298,10 @@ def _unit_rows(X, norms):
 
 
 @contextmanager
-def _one_thread_below(threshold: int, n_rows: int):
-    """Run numba's parallel loops on one thread while ``n_rows < threshold``."""
-    if n_rows >= threshold or numba.get_num_threads() == 1:
-        yield
-        return
+def numba_threads(count: int):
+    """Run numba's parallel loops on ``count`` threads inside the block."""
     previous = numba.get_num_threads()
-    numba.set_num_threads(1)
+    numba.set_num_threads(max(1, min(count, numba.config.NUMBA_NUM_THREADS)))
     try:
         yield
     finally:

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numba
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -46,6 +45,7 @@ from ..samples import (
     encode_png,
     learns_from_samples,
 )
+from ..search import numba_threads
 
 STATIC = Path(__file__).parent / "static"
 # Base64 makes a JSON body 4/3 of the image; the rest is room for the JSON or multipart frame.
@@ -266,13 +266,8 @@ class _OneAtATime:
 
     @contextlib.contextmanager
     def __call__(self) -> Iterator[None]:
-        with self._lock, self._blas.limit(limits=1, user_api="blas"):
-            previous = numba.get_num_threads()
-            numba.set_num_threads(1)
-            try:
-                yield
-            finally:
-                numba.set_num_threads(previous)
+        with self._lock, self._blas.limit(limits=1, user_api="blas"), numba_threads(1):
+            yield
 
 
 class Service:
