@@ -292,7 +292,7 @@ class _SampleSet:
     so a search in progress keeps a consistent set while another thread adds a sample."""
 
     ids: np.ndarray  # (n,) int64 sample ids
-    features: np.ndarray  # (n, d) float64 model features
+    features: np.ndarray  # (n, ...) what the model's final distance compares
     classes: np.ndarray  # (n,) class index of each sample's label
     images: np.ndarray  # (n, h, w) model-input images, for explanations
     revision: int
@@ -317,6 +317,9 @@ class _KNNReferences:
         # batch work (all cores), which the caller's search context has chosen otherwise.
         return self.knn._index.query(features, min(k, self.n_training))
 
+    def sample_features(self, images: np.ndarray) -> np.ndarray:
+        return self.features(images)
+
     def distances(self, features: np.ndarray, sample_features: np.ndarray) -> np.ndarray:
         return exact_distances(features, sample_features, self.metric, self.p)
 
@@ -333,27 +336,27 @@ class _IDMReferences:
         self.max_k = idm.n_candidates if idm.rerank else self.n_training
 
     def features(self, images: np.ndarray) -> np.ndarray:
-        return np.asarray(images)  # the classifier derives its own features from images
+        return np.asarray(images)  # the classifier's own search starts from the images
 
     def search(self, images: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.idm.kneighbors(images, n_neighbors=min(k, self.max_k))
 
-    def distances(self, images: np.ndarray, sample_images: np.ndarray) -> np.ndarray:
+    def sample_features(self, images: np.ndarray) -> np.ndarray:
+        """What the final distance compares: IDM feature planes, or stage 1's projections
+        when there is no re-ranking. Samples keep theirs; queries get theirs per search."""
         idm = self.idm
         upright = idm._upright(as_images(images))
-        sample_upright = idm._upright(as_images(sample_images))
         if not idm.rerank:
-            queries = idm._project(idm._stage1_pixels(upright))
-            samples = idm._project(idm._stage1_pixels(sample_upright))
-            return exact_distances(queries, samples, "euclidean")
-        pairs = np.broadcast_to(np.arange(len(sample_upright)), (len(upright), len(sample_upright)))
-        return idm_pairs(
-            idm_features(upright, idm.idm_blur),
-            idm_features(sample_upright, idm.idm_blur),
-            pairs,
-            idm.warp,
-            idm.context,
-        )
+            return idm._project(idm._stage1_pixels(upright))
+        return idm_features(upright, idm.idm_blur)
+
+    def distances(self, images: np.ndarray, sample_features: np.ndarray) -> np.ndarray:
+        queries = self.sample_features(images)
+        if not self.idm.rerank:
+            return exact_distances(queries, sample_features, "euclidean")
+        n_samples = len(sample_features)
+        pairs = np.broadcast_to(np.arange(n_samples), (len(queries), n_samples))
+        return idm_pairs(queries, sample_features, pairs, self.idm.warp, self.idm.context)
 
 
 def _references(model: Model) -> _KNNReferences | _IDMReferences | None:
@@ -473,7 +476,8 @@ class PersonalModel(Model):
         if not samples:
             return _SampleSet(
                 np.zeros(0, np.int64),
-                self.references.features(np.zeros((0, h, w), np.uint8)),
+                # One blank image's features, without the image: the right shape.
+                self.references.sample_features(np.zeros((1, h, w), np.uint8))[:0],
                 np.zeros(0, np.int64),
                 np.zeros((0, h, w), np.uint8),
                 revision,
@@ -491,7 +495,7 @@ class PersonalModel(Model):
         images = tiles_to_model_input(np.stack([s.tile for s in samples]), self.base)
         return _SampleSet(
             np.array([s.id for s in samples], dtype=np.int64),
-            self.references.features(images),
+            self.references.sample_features(images),
             classes.astype(np.int64),
             images,
             revision,
