@@ -349,18 +349,7 @@ def _build_knn_idm(**params):
     "cnn-robust",
     "the cnn trained on MNIST plus elastically distorted, slanted, thickened and thinned "
     "copies (digitrec.robust); needs the cnn extra",
-    {
-        "epochs": 6,
-        "batch_size": 128,
-        "learning_rate": 0.005,
-        "validation_fraction": 0.1,
-        "patience": 3,
-        "seed": 0,
-        "augment": True,
-        "n_threads": None,
-        "copies": 1,
-        "distortion_seed": 0,
-    },
+    {**REGISTRY["cnn"].defaults, "copies": 1, "distortion_seed": 0},
 )
 def _build_cnn_robust(**params):
     from .robust import RobustCNNClassifier  # imports torch only when it trains

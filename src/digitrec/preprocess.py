@@ -494,7 +494,7 @@ def _tile_from_mask(mask: np.ndarray) -> np.ndarray:
     factor = BOX / max(h, w)
     size = (max(1, round(w * factor)), max(1, round(h * factor)))
     digit = np.clip(cv2.resize(canon, size, interpolation=cv2.INTER_AREA), 0.0, 1.0)
-    return _centre_by_mass(digit)
+    return centre_by_mass(digit)
 
 
 def _canonical(mask: np.ndarray) -> np.ndarray:
@@ -534,9 +534,10 @@ def _normalise_stroke(canon: np.ndarray) -> np.ndarray:
     return changed if changed.any() else canon
 
 
-def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
-    """Place ``digit`` (coverage in [0, 1], at most 20x20) in 28x28 with its centre of mass
-    on pixel (14, 14), shifting by whole pixels as MNIST did."""
+def centre_by_mass(digit: np.ndarray, full_scale: float = 255.0) -> np.ndarray:
+    """Place ``digit`` (at most 20x20, ``full_scale`` times its values being grey levels:
+    255 for coverage in [0, 1]) in a uint8 28x28 tile with its centre of mass on pixel
+    (14, 14), shifting by whole pixels as MNIST did."""
     h, w = digit.shape
     total = float(digit.sum())
     ys, xs = np.arange(h), np.arange(w)
@@ -550,7 +551,7 @@ def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
     field_ = np.zeros((TILE + 2 * margin, TILE + 2 * margin), np.float32)
     field_[margin + top : margin + top + h, margin + left : margin + left + w] = digit
     tile = field_[margin : margin + TILE, margin : margin + TILE]
-    return np.clip(np.rint(tile * 255), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(tile * full_scale), 0, 255).astype(np.uint8)
 
 
 def _as_mnist_tile(grey: np.ndarray) -> np.ndarray | None:

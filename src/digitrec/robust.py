@@ -33,11 +33,10 @@ from scipy import ndimage
 from .cnn import CNNClassifier
 from .errors import ParameterError
 from .features import as_images
+from .preprocess import BOX, TILE, centre_by_mass
 
 __all__ = ["RobustCNNClassifier", "distort", "frame_like_mnist"]
 
-TILE = 28
-BOX = 20
 # Pixels at or below this grey level do not count as ink when the digit is framed again:
 # bilinear resampling leaves faint halos that would widen the box.
 _INK_LEVEL = 32
@@ -193,21 +192,9 @@ def frame_like_mnist(tile: np.ndarray) -> np.ndarray:
     shrinking = factor < 1
     digit = cv2.resize(crop, size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     digit = np.clip(digit, 0, 255)
-    total = float(digit.sum())
-    if total <= 0:
+    if float(digit.sum()) <= 0:
         return np.zeros((TILE, TILE), np.uint8)
-    com_y = float(digit.sum(axis=1) @ np.arange(digit.shape[0])) / total
-    com_x = float(digit.sum(axis=0) @ np.arange(digit.shape[1])) / total
-    top = int(round(TILE / 2 - com_y))
-    left = int(round(TILE / 2 - com_x))
-    # Paste into a larger field and cut the middle: a lopsided digit loses an edge rather
-    # than being moved off its centre of mass (as preprocess does).
-    margin = BOX
-    canvas = np.zeros((TILE + 2 * margin, TILE + 2 * margin), np.float32)
-    dh, dw = digit.shape
-    canvas[margin + top : margin + top + dh, margin + left : margin + left + dw] = digit
-    out = canvas[margin : margin + TILE, margin : margin + TILE]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return centre_by_mass(digit, full_scale=1.0)
 
 
 class RobustCNNClassifier(CNNClassifier):
