@@ -208,9 +208,9 @@ def nearest_references(
 
     ``query_copies`` ``(n_queries, n_copies, d)`` holds every query's copies; a reference's
     distance to a query is the smallest over the query's copies. One float32 matrix product
-    per block of queries (``|q|^2 - 2 q.r + |r|^2``), then an element-wise minimum over the
-    copies. Pass ``reference_sq_norms`` (the float32 ``|r|^2`` of every row) to save
-    recomputing them on every call.
+    per block of queries gives ``|q|^2 - 2 q.r`` for every copy; the minimum over the copies
+    plus ``|r|^2`` is the squared distance. Pass ``reference_sq_norms`` (the float32
+    ``|r|^2`` of every row) to save recomputing them on every call.
     """
     references = np.ascontiguousarray(references, dtype=np.float32)
     query_copies = np.ascontiguousarray(query_copies, dtype=np.float32)
@@ -230,12 +230,12 @@ def nearest_references(
     for start in range(0, n_queries, block):
         q = query_copies[start : start + block].reshape(-1, n_dims)
         d = (-2.0 * q) @ references.T
-        d += ref_sq
         d += np.einsum("ij,ij->i", q, q)[:, None]
         slabs = d.reshape(-1, n_copies, n_ref)
         d = slabs[:, 0]
         for j in range(1, n_copies):
             np.minimum(d, slabs[:, j], out=d)
+        d += ref_sq  # the same for every copy: added once, after the minimum
         part = (
             np.argpartition(d, k - 1, axis=1)[:, :k]
             if k < n_ref
