@@ -130,3 +130,24 @@ def serving(model_dir: Path, home: Path, *options: str) -> Iterator[tuple[str, s
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright, headless, each launch with a fresh profile;
+    never a browser Playwright downloads itself."""
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"Chromium is missing at {CHROMIUM}: run `make test`, which installs Debian's "
+            "chromium (or `apt-get install chromium`)"
+        )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright is not installed: run `make test` (the dev extra)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        yield chromium
+        chromium.close()

@@ -8,12 +8,10 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CHROMIUM, CHROMIUM_ARGS
 from PIL import Image
 
 from digitrec import datasets, models, report
@@ -162,30 +160,6 @@ def test_cli_writes_the_report(tmp_path):
 # --- the page in a browser --------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's Chromium driven by Playwright; never a browser Playwright downloads itself."""
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: run `make test`, which installs Debian's chromium "
-            "(or `apt-get install chromium`)"
-        )
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("playwright is not installed: run `make test` (the dev extra)")
-    with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            profile,
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900},
-        )
-        yield context
-        context.close()
-
-
 def test_report_renders_offline_in_chromium(browser, mnist, tmp_path):
     data = mnist.subset(3000, 500, seed=0)
     model = models.train("knn", data, {"n_neighbors": 3})
@@ -193,7 +167,7 @@ def test_report_renders_offline_in_chromium(browser, mnist, tmp_path):
     path = report.write_report(tmp_path / "knn-mnist", tmp_path / "report.html", test_size=500)
     accuracy = evaluate(model, data.X_test, data.y_test).accuracy
 
-    page = browser.new_page()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
     requested = []
     page.on("request", lambda request: requested.append(request.url))
     page.goto(path.resolve().as_uri())

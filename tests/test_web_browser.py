@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import CHROMIUM, CHROMIUM_ARGS, serving
+from conftest import serving
 from PIL import Image
 
 from digitrec import models, synthetic
@@ -33,24 +33,6 @@ def server(mnist, tmp_path_factory) -> Iterator[str]:
     model_dir = models.save(model, root / "model")
     with serving(model_dir, root / "home") as (url, _):
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"Chromium is missing at {CHROMIUM}: run `make test`, which installs it "
-            "(Debian package chromium)"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        # launch() gives every browser a fresh temporary profile (user data directory).
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
