@@ -29,6 +29,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
+DIGITREC = Path(sys.executable).with_name("digitrec")
+
 # Resolved once, before any test changes DIGITREC_HOME: the cache that `make test` fills
 # (the default data directory, or whatever DIGITREC_HOME said when pytest started).
 REAL_MNIST_CACHE = datasets.mnist_cache_path()
@@ -100,14 +102,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_digitrec(
+    *args: object, env: dict | None = None, cwd: Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """The ``digitrec`` command, as a user runs it; output captured, exit status not checked.
+    ``env`` defaults to this process's environment (with the test's DIGITREC_HOME)."""
+    return subprocess.run(
+        [str(DIGITREC), *map(str, args)],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @contextmanager
 def serving(model_dir: Path, home: Path, *options: str) -> Iterator[tuple[str, subprocess.Popen]]:
     """`digitrec serve` for ``model_dir`` on a free loopback port, until the block ends: the
     base URL, once /api/health answers, and the server process."""
     port = free_port()
-    digitrec = Path(sys.executable).with_name("digitrec")
     process = subprocess.Popen(
-        [str(digitrec), "serve", "--model", str(model_dir), "--port", str(port), *options],
+        [str(DIGITREC), "serve", "--model", str(model_dir), "--port", str(port), *options],
         env={**os.environ, "DIGITREC_HOME": str(home)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

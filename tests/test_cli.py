@@ -6,23 +6,16 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_digitrec
 from PIL import Image
 
 from digitrec import datasets
 
-DIGITREC = Path(sys.executable).with_name("digitrec")
-
-
-def run(*args, env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(DIGITREC), *map(str, args)], env=env, cwd=cwd,
-        capture_output=True, text=True, timeout=600, check=False,
-    )
+run = run_digitrec
 
 
 def assert_one_error_line(done: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_digitrec
 from PIL import Image
 
 from digitrec import compare, models
 from digitrec.errors import DatasetError, ParameterError
 from digitrec.evaluate import evaluate
-
-DIGITREC = Path(sys.executable).with_name("digitrec")
 
 
 @pytest.fixture(scope="module")
@@ -104,25 +99,17 @@ def test_explicit_models_are_checked_before_any_work():
 
 
 def test_cli_prints_json_rows_and_writes_the_chart(tmp_path):
-    done = subprocess.run(
-        [
-            str(DIGITREC),
-            "compare",
-            "-d",
-            "uci-digits",
-            "--models",
-            "knn,linear-svc",
-            "--test-size",
-            "200",
-            "--json",
-            "--plots",
-            str(tmp_path / "plots"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        env=dict(os.environ),
+    done = run_digitrec(
+        "compare",
+        "-d",
+        "uci-digits",
+        "--models",
+        "knn,linear-svc",
+        "--test-size",
+        "200",
+        "--json",
+        "--plots",
+        tmp_path / "plots",
     )
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout)
@@ -141,21 +128,9 @@ def test_cli_prints_json_rows_and_writes_the_chart(tmp_path):
 
 
 def test_cli_text_table_and_one_line_error(tmp_path):
-    done = subprocess.run(
-        [str(DIGITREC), "compare", "-d", "uci-digits", "--models", "knn", "--test-size", "100"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    done = run_digitrec("compare", "-d", "uci-digits", "--models", "knn", "--test-size", "100")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[2].split()[:3] == ["knn", "1437", "100"]
-    done = subprocess.run(
-        [str(DIGITREC), "compare", "-d", "uci-digits", "--models", "cnn"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    done = run_digitrec("compare", "-d", "uci-digits", "--models", "cnn")
     assert done.returncode == 1
     assert done.stderr.strip() == "error: cnn: it takes 28x28 images, the dataset has 8x8"

@@ -20,14 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_digitrec
 from PIL import Image
 
 from digitrec import models, synthetic
 from digitrec.images import load_image
 from digitrec.recognize import read_image
 from digitrec.robust import distort, frame_like_mnist
-
-DIGITREC = Path(sys.executable).with_name("digitrec")
 
 EXPECTED = {
     "exif-rotated-jpeg": "47",
@@ -65,15 +64,7 @@ def pain_files(workdir) -> dict[str, Path]:
 
 
 def run_cli(*args: object, home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DIGITREC_HOME": str(home)}
-    return subprocess.run(
-        [str(DIGITREC), *map(str, args)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return run_digitrec(*args, env={**os.environ, "DIGITREC_HOME": str(home)})
 
 
 @pytest.fixture(scope="module")

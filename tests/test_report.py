@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_digitrec
 from PIL import Image
 
 from digitrec import datasets, models, report
 from digitrec.errors import DigitrecError
 from digitrec.evaluate import evaluate
 
-DIGITREC = Path(sys.executable).with_name("digitrec")
 IMG_SRC = re.compile(r"<img\b[^>]*\bsrc=\"([^\"]*)\"")
 
 
@@ -123,37 +119,15 @@ def test_images_of_another_size_are_refused(knn, mnist):
 
 
 def test_cli_writes_the_report(tmp_path):
-    env = dict(os.environ)
-    done = subprocess.run(
-        [str(DIGITREC), "train", "knn", "-d", "uci-digits", "-o", str(tmp_path / "m")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
+    done = run_digitrec("train", "knn", "-d", "uci-digits", "-o", tmp_path / "m")
     assert done.returncode == 0, done.stderr
     out = tmp_path / "out" / "report.html"
-    done = subprocess.run(
-        [str(DIGITREC), "report", str(tmp_path / "m"), "-o", str(out), "--examples", "4"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
+    done = run_digitrec("report", tmp_path / "m", "-o", out, "--examples", "4")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(out)
     page = out.read_text()
     assert page.startswith("<!DOCTYPE html>") and len(re.findall('<figure class="card"', page)) == 4
-    done = subprocess.run(
-        [str(DIGITREC), "report", str(tmp_path / "nothing"), "-o", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
+    done = run_digitrec("report", tmp_path / "nothing", "-o", out)
     assert done.returncode == 1 and done.stderr.startswith("error: no model at")
 
 

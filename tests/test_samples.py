@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_digitrec
 from PIL import Image
 
 from digitrec import datasets, models, synthetic
@@ -26,8 +24,6 @@ from digitrec.samples import (
     import_folder,
     weighted_vote,
 )
-
-DIGITREC = Path(sys.executable).with_name("digitrec")
 
 
 @pytest.fixture(scope="module")
@@ -382,17 +378,8 @@ def test_exact_distances_by_definition():
 def test_samples_commands_list_export_and_import(small, tmp_path, digitrec_home):
     store = SampleStore(database_path())
     store.add_many(*some_tiles(small, 3))
-    env = {**os.environ}
-
     def run(*args):
-        return subprocess.run(
-            [str(DIGITREC), "samples", *map(str, args)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return run_digitrec("samples", *args, timeout=120)
 
     listed = run("list")
     assert listed.returncode == 0, listed.stderr

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from conftest import serving
+from conftest import run_digitrec, serving
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -23,7 +19,6 @@ from digitrec.recognize import read_image
 from digitrec.samples import SampleStore, database_path
 from digitrec.web.app import create_app
 
-DIGITREC = Path(sys.executable).with_name("digitrec")
 # Small limits, so the tests send kilobytes, not the default megabytes.
 MAX_IMAGE_BYTES = 200_000
 MAX_BODY_BYTES = MAX_IMAGE_BYTES * 4 // 3 + 64 * 1024
@@ -475,14 +470,7 @@ def test_create_app_without_a_model_says_so(tmp_path):
 
 
 def test_serve_without_a_model_says_how_to_train_one(digitrec_home):
-    done = subprocess.run(
-        [str(DIGITREC), "serve", "--port", "1"],
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_digitrec("serve", "--port", "1", timeout=120)
     assert done.returncode == 1
     assert done.stderr.startswith("error: no model at ")
     assert "digitrec train --dataset mnist" in done.stderr and "Traceback" not in done.stderr

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from PIL import Image
 
 from digitrec import models, synthetic
 
-DIGITREC = Path(sys.executable).with_name("digitrec")
 PHONE = {"width": 360, "height": 740}
 DESKTOP = {"width": 1280, "height": 800}
 
