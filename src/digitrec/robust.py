@@ -43,6 +43,16 @@ _INK_LEVEL = 32
 # An erosion that removes more than this share of a digit's ink has erased strokes, not
 # thinned them; such a copy keeps its original width.
 _MIN_INK_KEPT = 0.45
+# distort()'s keyword arguments, which RobustCNNClassifier takes as parameters too.
+_DISTORTION_PARAMS = (
+    "max_degrees",
+    "max_shear",
+    "max_stretch",
+    "elastic_pixels",
+    "elastic_sigma",
+    "thicker",
+    "thinner",
+)
 
 
 def distort(
@@ -274,15 +284,7 @@ class RobustCNNClassifier(CNNClassifier):
         )
 
     def _distortion_params(self) -> dict[str, Any]:
-        return {
-            "max_degrees": self.max_degrees,
-            "max_shear": self.max_shear,
-            "max_stretch": self.max_stretch,
-            "elastic_pixels": self.elastic_pixels,
-            "elastic_sigma": self.elastic_sigma,
-            "thicker": self.thicker,
-            "thinner": self.thinner,
-        }
+        return {name: getattr(self, name) for name in _DISTORTION_PARAMS}
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> RobustCNNClassifier:
         """Train on ``X`` (uint8 ``(n, 28, 28)``, 0..255) and ``copies`` distorted copies."""
