@@ -115,14 +115,15 @@ def test_shadowed_photo_is_read_without_the_shadow(font):
     _assert_mnist_format(result)
 
 
-def _shadow_off_the_edge(angle: float, offset: float) -> np.ndarray:
+def _shadow_off_the_edge(angle: float, offset: float, depth: float = 0.5) -> np.ndarray:
     """A thin '1' on a page with a shadow edge that runs off the image: light times
-    ``1 - 0.5 * sigmoid`` across a line at ``angle`` degrees, ``offset`` px from the centre."""
+    ``1 - depth * sigmoid`` across a line at ``angle`` degrees, ``offset`` px from the
+    centre (negative: most of the page is in the shadow)."""
     h, w = 240, 320
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     rad = np.deg2rad(angle)
     distance = (xs - w / 2) * np.cos(rad) + (ys - h / 2) * np.sin(rad) - offset
-    light = 1 - 0.5 / (1 + np.exp(-distance / 10.0))
+    light = 1 - depth / (1 + np.exp(-distance / 10.0))
     page = np.full((h, w), 230, np.float32)
     cv2.line(page, (160, 60), (150, 130), 40, 3)
     return np.clip(page * light, 0, 255).astype(np.uint8)
@@ -134,6 +135,18 @@ def test_a_shadow_running_off_the_image_is_not_ink(angle, offset):
     # Where the shadow meets the border the background estimate cannot see past it and
     # fills part of the shadow in; those blobs are far wider than the pen.
     result = segment(_shadow_off_the_edge(angle, offset))
+    assert len(result.boxes) == 1
+    assert _iou(result.boxes[0], (147, 57, 17, 77)) > 0.8
+
+
+@pytest.mark.parametrize("angle", [30, 150, 210, 330])
+def test_dark_ink_on_a_page_mostly_in_deep_shadow(angle):
+    # The page's median is dark (about 60) and the shadow's edge strays from the
+    # background as far to the light side as the ink does to the dark side; a window that
+    # follows the shadow more closely sees that the ink is the dark side.
+    page = _shadow_off_the_edge(angle, -80, depth=0.7)
+    assert np.median(page) < 128
+    result = segment(page)
     assert len(result.boxes) == 1
     assert _iou(result.boxes[0], (147, 57, 17, 77)) > 0.8
 
