@@ -301,6 +301,25 @@ def test_thin_strokes_survive_and_thick_ones_are_thinned():
         assert tile.max() == 255
 
 
+def _loops(tile: np.ndarray) -> int:
+    """Enclosed background regions of a tile (the holes of 0, 6, 8, 9)."""
+    paper = (tile < 128).astype(np.uint8)
+    count, labels = cv2.connectedComponents(paper, connectivity=4)
+    return count - 2  # neither the ink (label 0) nor the outside
+
+
+@pytest.mark.parametrize("top_width", [5, 8])
+def test_thickening_a_thin_eight_keeps_its_narrow_top_loop_open(top_width):
+    # A slanted '8' in a thin pen: its strokes are thickened to MNIST's width, which
+    # would fill the narrow top loop and leave a '0'.
+    page = np.full((160, 140), 255, np.uint8)
+    cv2.ellipse(page, (65, 95), (22, 34), 30, 0, 360, 0, 2)
+    cv2.ellipse(page, (85, 45), (top_width, 20), 30, 0, 360, 0, 2)
+    result = segment(page)
+    assert len(result.boxes) == 1
+    assert _loops(result.tiles[0]) >= 2
+
+
 def test_boxes_are_in_original_coordinates_for_large_and_tiny_images(font):
     image, truth = _render("19", font, height=60)
     big = cv2.resize(image, None, fx=6, fy=6, interpolation=cv2.INTER_LINEAR)
