@@ -132,8 +132,8 @@ def _shadow_off_the_edge(angle: float, offset: float, depth: float = 0.5) -> np.
 @pytest.mark.parametrize("angle", range(0, 360, 30))
 @pytest.mark.parametrize("offset", [40, 60, 80])
 def test_a_shadow_running_off_the_image_is_not_ink(angle, offset):
-    # Where the shadow meets the border the background estimate cannot see past it and
-    # fills part of the shadow in; those blobs are far wider than the pen.
+    # A background estimate that cannot see past the border takes the shadow darkening
+    # towards it for a dark valley, fills it in, and finds ink along the shadow's edge.
     result = segment(_shadow_off_the_edge(angle, offset))
     assert len(result.boxes) == 1
     assert _iou(result.boxes[0], (147, 57, 17, 77)) > 0.8

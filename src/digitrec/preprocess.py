@@ -53,9 +53,6 @@ _WIDE = 1.1
 # least _PIECE_INSIDE of its own area is a loose piece of that digit (a '7''s bar).
 _PIECE = 0.75
 _PIECE_INSIDE = 0.05
-# A mark running off the image whose strokes are this many times the pen's width is a
-# shadow or a page edge (see _pen_width).
-_BORDER_BLOB = 2.5
 # Ink edges are sharper than this (see _edge_sharpness); shadows and light are softer.
 _MIN_SHARPNESS = 0.85
 
@@ -169,7 +166,7 @@ def _find_ink(image: np.ndarray) -> _Ink | None:
     first = _threshold(smooth, _odd(max(work.shape) // 4))
     if first is None:
         return None
-    stroke = _pen_width(first[0])
+    stroke = _stroke_width(first[0])
     # A background window a few strokes wide fills every stroke yet follows shadows and
     # light closely; one a quarter of the image wide is the guess before we know the pen.
     window = _odd(int(np.clip(5 * stroke, 7, max(work.shape) // 4)))
@@ -177,7 +174,7 @@ def _find_ink(image: np.ndarray) -> _Ink | None:
     if second is None:
         return None
     mask, contrast = second
-    return _components(mask, contrast, scale, _pen_width(mask))
+    return _components(mask, contrast, scale, _stroke_width(mask))
 
 
 def _working_copy(image: np.ndarray) -> tuple[np.ndarray, float]:
@@ -220,7 +217,7 @@ def _pen_factor(probe: np.ndarray, longer: int) -> float:
     found = _threshold(smooth, _odd(max(probe.shape) // 4))
     if found is None:
         return 1.0
-    stroke = _pen_width(found[0]) * longer / max(probe.shape)
+    stroke = _stroke_width(found[0]) * longer / max(probe.shape)
     factor = max(_PEN / stroke, _WORK_MIN / longer)
     return factor if factor < 0.8 else 1.0
 
@@ -264,13 +261,20 @@ def _threshold(smooth: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]
 
     The background is estimated by a closing (max then min filter over ``window``), which
     fills in dark strokes narrower than the window and keeps the edges of shadows where
-    they are. Contrast is relative, ``(background - pixel) / background``, so ink in a
-    shadow is as dark as ink in the light. The threshold is Otsu's, never below
-    ``_MIN_CONTRAST``, with hysteresis: faint pixels count when they touch clearly dark
-    ones, which keeps thin, light pen strokes whole.
+    they are. The image is first extended by repeating its border pixels: a closing that
+    cannot see past the border takes a shadow darkening towards it for a dark valley and
+    fills it in, so the shadow's edge would become ink. Contrast is relative,
+    ``(background - pixel) / background``, so ink in a shadow is as dark as ink in the
+    light. The threshold is Otsu's, never below ``_MIN_CONTRAST``, with hysteresis: faint
+    pixels count when they touch clearly dark ones, which keeps thin, light pen strokes
+    whole.
     """
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (window, window))
-    background = cv2.morphologyEx(smooth, cv2.MORPH_CLOSE, kernel)
+    pad = window // 2 + 1
+    grey = np.clip(np.rint(smooth), 0, 255).astype(np.uint8)  # uint8 morphology is ~4x faster
+    padded = cv2.copyMakeBorder(grey, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    closed = cv2.morphologyEx(padded, cv2.MORPH_CLOSE, kernel)[pad:-pad, pad:-pad]
+    background = closed.astype(np.float32)
     contrast = (background - smooth) / np.maximum(background, 8.0)
     if float(contrast.max()) < _MIN_CONTRAST:
         return None
@@ -320,40 +324,13 @@ def _stroke_width(mask: np.ndarray) -> float:
     return max(1.0, 2.0 * float(mask.sum()) / max(perimeter, 1.0))
 
 
-def _pen_width(mask: np.ndarray) -> float:
-    """The pen's width in pixels: the stroke width of the marks that stay inside the image.
-
-    Marks that run off the image are left out when there are others: where a shadow or
-    the dark edge of a page reaches the image's border, the background estimate cannot
-    see past it and part of the shadow is taken for ink, in blobs far wider than a pen.
-    """
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    inner = ~_touches_border(stats[1:], mask.shape)
-    if not inner.any():
-        return _stroke_width(mask)
-    keep = np.concatenate([[False], inner])
-    return _stroke_width(keep[labels].astype(np.uint8))
-
-
-def _touches_border(stats: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    x, y = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
-    right = x + stats[:, cv2.CC_STAT_WIDTH]
-    bottom = y + stats[:, cv2.CC_STAT_HEIGHT]
-    return (x == 0) | (y == 0) | (right == shape[1]) | (bottom == shape[0])
-
-
 def _components(mask: np.ndarray, contrast: np.ndarray, scale: float, stroke: float) -> _Ink | None:
-    """Connected components of the ink, without specks, soft-edged shadows, and blobs
-    much wider than the pen that run off the image (shadows and page edges)."""
+    """Connected components of the ink, without specks and without soft-edged shadows."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     stats = stats[1:]
     ids = np.arange(1, count)
     big = stats[:, cv2.CC_STAT_AREA] >= max(4.0, 1.5 * stroke * stroke)
     big &= _edge_sharpness(labels, contrast, count, stroke)[1:] >= _MIN_SHARPNESS
-    for i in np.flatnonzero(big & _touches_border(stats, mask.shape)):
-        x, y, w, h = stats[i, :4]
-        own = (labels[y : y + h, x : x + w] == ids[i]).astype(np.uint8)
-        big[i] = _stroke_width(own) <= _BORDER_BLOB * stroke
     if not big.any():
         return None
     # A speck is small in area, or small in extent next to the typical height of the
