@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 from digitrec.errors import ImageError
 
@@ -162,11 +163,10 @@ def _find_ink(image: np.ndarray) -> _Ink | None:
     if image.size == 0:
         return None
     work, scale = _working_copy(image)
-    smooth = cv2.GaussianBlur(work.astype(np.float32), (0, 0), 1.0)
-    first = _threshold(smooth, _odd(max(work.shape) // 4))
-    if first is None:
+    look = _first_look(work)
+    if look is None:
         return None
-    stroke = _stroke_width(first[0])
+    smooth, stroke = look
     # A background window a few strokes wide fills every stroke yet follows shadows and
     # light closely; one a quarter of the image wide is the guess before we know the pen.
     window = _odd(int(np.clip(5 * stroke, 7, max(work.shape) // 4)))
@@ -175,6 +175,16 @@ def _find_ink(image: np.ndarray) -> _Ink | None:
         return None
     mask, contrast = second
     return _components(mask, contrast, scale, _stroke_width(mask))
+
+
+def _first_look(work: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """The smoothed image and a first estimate of its pen width in pixels, from a
+    threshold against a background window a quarter of the image wide; None without ink."""
+    smooth = cv2.GaussianBlur(work.astype(np.float32), (0, 0), 1.0)
+    first = _threshold(smooth, _odd(max(work.shape) // 4))
+    if first is None:
+        return None
+    return smooth, _stroke_width(first[0])
 
 
 def _working_copy(image: np.ndarray) -> tuple[np.ndarray, float]:
@@ -189,7 +199,7 @@ def _working_copy(image: np.ndarray) -> tuple[np.ndarray, float]:
     longer = max(h, w)
     if longer < _WORK_MIN:
         factor = _WORK_MIN / longer
-        size = (max(1, round(w * factor)), max(1, round(h * factor)))
+        size = _scaled_size(h, w, factor)
         image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
         return (image if _ink_is_dark(image) else 255 - image), longer / max(image.shape)
     probe = _shrink(image, _PROBE_SIZE)
@@ -198,7 +208,7 @@ def _working_copy(image: np.ndarray) -> tuple[np.ndarray, float]:
     factor = min(_WORK_MAX / longer, _pen_factor(probe, longer))
     if factor >= 1.0:
         return image, 1.0
-    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    size = _scaled_size(h, w, factor)
     work = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     return work, longer / max(work.shape)
 
@@ -213,11 +223,10 @@ def _pen_factor(probe: np.ndarray, longer: int) -> float:
     """
     if longer <= _PEN_FROM:
         return 1.0
-    smooth = cv2.GaussianBlur(probe.astype(np.float32), (0, 0), 1.0)
-    found = _threshold(smooth, _odd(max(probe.shape) // 4))
-    if found is None:
+    look = _first_look(probe)
+    if look is None:
         return 1.0
-    stroke = _stroke_width(found[0]) * longer / max(probe.shape)
+    stroke = look[1] * longer / max(probe.shape)
     factor = max(_PEN / stroke, _WORK_MIN / longer)
     return factor if factor < 0.8 else 1.0
 
@@ -252,7 +261,7 @@ def _shrink(image: np.ndarray, longest: int) -> np.ndarray:
     if max(h, w) <= longest:
         return image
     factor = longest / max(h, w)
-    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    size = _scaled_size(h, w, factor)
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
@@ -502,7 +511,7 @@ def _tile_from_mask(mask: np.ndarray) -> np.ndarray:
     x, y, w, h = _bounding_box(canon)
     canon = canon[y : y + h, x : x + w].astype(np.float32)
     factor = BOX / max(h, w)
-    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    size = _scaled_size(h, w, factor)
     digit = np.clip(cv2.resize(canon, size, interpolation=cv2.INTER_AREA), 0.0, 1.0)
     return centre_by_mass(digit)
 
@@ -511,7 +520,7 @@ def _canonical(mask: np.ndarray) -> np.ndarray:
     """The mask resized so its longer side is ``_CANON``, padded for the stroke change."""
     h, w = mask.shape
     factor = _CANON / max(h, w)
-    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    size = _scaled_size(h, w, factor)
     as_float = mask.astype(np.float32)
     if factor < 1:
         # Any ink in a pixel keeps it: thin strokes of a large digit must not vanish.
@@ -554,12 +563,10 @@ def _keep_loops_open(canon: np.ndarray, thick: np.ndarray) -> np.ndarray:
     # Distance to the nearest ink after thickening; an opening narrower than one tile
     # pixel (_CANON // BOX canonical pixels) is averaged away by the final resize.
     depth = cv2.distanceTransform((1 - thick).astype(np.uint8), cv2.DIST_L2, 3)
-    for hole in range(1, count):
-        if hole == outside:
-            continue
-        inside = labels == hole
-        if 2 * depth[inside].max() < _CANON // BOX:
-            thick[inside] = 0
+    deepest = ndimage.maximum(depth, labels, np.arange(count))
+    closed = 2 * deepest < _CANON // BOX
+    closed[[0, outside]] = False  # label 0 is the ink itself
+    thick[closed[labels]] = 0
     return thick
 
 
@@ -613,6 +620,11 @@ def _recentre(tile: np.ndarray) -> np.ndarray:
 
 def _disc(radius: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def _scaled_size(h: int, w: int, factor: float) -> tuple[int, int]:
+    """``cv2.resize``'s ``(width, height)`` of an ``h`` x ``w`` image scaled by ``factor``."""
+    return max(1, round(w * factor)), max(1, round(h * factor))
 
 
 def _odd(n: int) -> int:
