@@ -4,8 +4,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_digitrec
 from scipy.spatial.distance import cdist
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 
 from digitrec import tuning
@@ -118,3 +119,11 @@ def test_other_model_kinds_use_plain_cross_validation(uci):
     assert [pt.params for pt in result.results] == [{"C": 0.01}, {"C": 0.1}]
     assert all(len(pt.scores) == 3 for pt in result.results)
     assert result.best.mean >= max(pt.mean for pt in result.results)
+
+
+def test_cli_tune_without_a_kind_tunes_knn_on_its_default_grid(digitrec_home):
+    done = run_digitrec("tune", "-d", "uci-digits", "--folds", "2", "--json", timeout=300)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["kind"] == "knn"
+    assert len(found["results"]) == len(ParameterGrid(tuning.DEFAULT_GRIDS["knn"]))

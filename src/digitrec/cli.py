@@ -233,9 +233,9 @@ def _check_input_shape(model, data) -> None:
 
 @app.command("tune")
 def tune_cmd(
-    kind: Annotated[
-        str, typer.Argument(help="Model kind (see `digitrec models`)")
-    ] = models.DEFAULT_KIND,
+    # kNN, not the default model kind: its k and Minkowski p are what the grid search is
+    # for, and knn-idm has no default grid.
+    kind: Annotated[str, typer.Argument(help="Model kind (see `digitrec models`)")] = "knn",
     dataset: DatasetOpt = "mnist",
     grid: Annotated[
         list[str] | None, typer.Option("--grid", "-g", help="name=v1,v2,... (repeatable)")
