@@ -242,19 +242,26 @@ def _sample(sample_id, tile, label):
     return Sample(sample_id, int(label), np.asarray(tile), "2026-01-01T00:00:00+00:00")
 
 
+def _correct(personal: PersonalModel, query: np.ndarray, index: int):
+    """Store another label than the answer for ``query[index]`` as sample 1, and check that
+    it decides exactly the answers of the queries that have it among their nearest.
+    Returns the answers before, the label stored, and which queries have it."""
+    before = personal.predict(query)
+    wrong = int((before[index] + 1) % 10)
+    personal.add_sample(_sample(1, query[index], wrong), revision=1)
+    after = personal.predict(query)
+    assert after[index] == wrong
+    has_sample = (personal.neighbors(query)[1] >= personal.n_training).any(axis=1)
+    assert (after[has_sample] == wrong).all()
+    np.testing.assert_array_equal(after[~has_sample], before[~has_sample])
+    return before, wrong, has_sample
+
+
 def test_one_correction_changes_the_answer_for_the_same_tile(knn, small):
     personal = PersonalModel(knn)
     query = small.X_test[:50]
-    before = personal.predict(query)
-    wrong = int((before[7] + 1) % 10)
-    personal.add_sample(_sample(1, query[7], wrong), revision=1)
-    after = personal.predict(query)
-    assert after[7] == wrong
-    # It decides exactly the answers of the queries that have it among their 3 nearest.
-    has_sample = (personal.neighbors(query)[1] >= personal.n_training).any(axis=1)
+    _, wrong, has_sample = _correct(personal, query, 7)
     assert has_sample.sum() < 10
-    assert (after[has_sample] == wrong).all()
-    np.testing.assert_array_equal(after[~has_sample], before[~has_sample])
     nearest = personal.nearest(query[7:8])[0]
     assert nearest[0].sample_id == 1 and nearest[0].distance == 0.0
     assert nearest[0].label == wrong
@@ -271,14 +278,7 @@ def test_an_idm_model_takes_corrections_the_same_way(small):
     # Without samples it is the model itself: same answers, same neighbours.
     np.testing.assert_array_equal(personal.predict(query), idm.predict(query))
     np.testing.assert_array_equal(personal.neighbors(query, 3)[1], idm.neighbors(query, 3)[1])
-    before = personal.predict(query)
-    wrong = int((before[5] + 1) % 10)
-    personal.add_sample(_sample(1, query[5], wrong), revision=1)
-    after = personal.predict(query)
-    assert after[5] == wrong
-    has_sample = (personal.neighbors(query)[1] >= personal.n_training).any(axis=1)
-    assert (after[has_sample] == wrong).all()
-    np.testing.assert_array_equal(after[~has_sample], before[~has_sample])
+    before, wrong, _ = _correct(personal, query, 5)
     nearest = personal.nearest(query[5:6], k=3)[0]
     assert nearest[0].sample_id == 1 and nearest[0].distance == 0.0 and nearest[0].label == wrong
     training = personal.neighbors(query[5:6], k=3)[1][0, 1:]
