@@ -458,8 +458,7 @@ def _split_touching(
     step = w / count
     cuts = [0]
     for i in range(1, count):
-        lo = max(cuts[-1] + 1, int(i * step - 0.3 * step))
-        hi = min(w - 1, int(i * step + 0.3 * step))
+        lo, hi = _cut_range(i, step, cuts[-1], w)
         if hi <= lo:
             continue
         columns = np.arange(lo, hi + 1)
@@ -484,12 +483,18 @@ def _split_touching(
     solid = cv2.dilate(mask.astype(np.uint8), np.ones((1, 3), np.uint8))
     seams = [np.zeros(h, np.int64)]
     for i in range(1, len(cuts) - 1):
-        lo = min(w - 1, max(int(seams[-1].max()) + 1, int(i * step - 0.3 * step)))
-        hi = min(w - 1, max(lo, int(i * step + 0.3 * step)))
-        seams.append(_seam(solid, lo, hi, i * step, step))
+        lo, hi = _cut_range(i, step, int(seams[-1].max()), w)
+        lo = min(lo, w - 1)
+        seams.append(_seam(solid, lo, max(lo, hi), i * step, step))
     seams.append(np.full(h, w, np.int64))
     bent = _cut(mask, box, seams, ink.stroke)
     return bent if bent is not None and len(bent) == len(pieces) else pieces
+
+
+def _cut_range(i: int, step: float, previous: int, w: int) -> tuple[int, int]:
+    """The first and last column the ``i``-th cut may take: within 0.3 of a digit's width
+    of where equal-width digits would meet, right of the ``previous`` cut."""
+    return max(previous + 1, int(i * step - 0.3 * step)), min(w - 1, int(i * step + 0.3 * step))
 
 
 def _cut(
@@ -584,9 +589,9 @@ def _tile_from_mask(mask: np.ndarray, core: np.ndarray) -> np.ndarray:
     """A tight binary digit mask -> MNIST tile: canonical size, MNIST stroke width,
     longer side 20 px anti-aliased, centre of mass at (14, 14). The tile is drawn from the
     mask's ``core`` pixels (see ``_stroke_cores``), or from all of it if it has none."""
-    if (mask & core).any():
-        mask = mask & core
-        mask = _crop(mask, _bounding_box(mask))
+    cored = mask & core
+    if cored.any():
+        mask = _crop(cored, _bounding_box(cored))
     canon = _canonical(mask)
     canon = _normalise_stroke(canon)
     x, y, w, h = _bounding_box(canon)
