@@ -267,6 +267,18 @@ def test_blank_photo_with_shadow_and_noise_has_no_ink():
         assert segment(load_image(data)).diagnosis == NO_INK
 
 
+def test_lit_corner_of_a_shadowed_blank_page_is_not_light_ink():
+    # Seed 18 puts most of the page in deep shadow; its lit corner strays to the light side
+    # of the local background, so the page is read as light ink on dark. The noise in the
+    # lit corner, dark after inversion, then had enough contrast against its own darkness
+    # to pass for ink.
+    rng = np.random.default_rng(18)
+    page = load_image(synthetic.photo("", rng, shadow=float(rng.uniform(0.2, 0.6)), quality=85))
+    for factor in (1.0, 1.5):
+        size = (round(page.shape[1] * factor), round(page.shape[0] * factor))
+        assert segment(cv2.resize(page, size)).diagnosis == NO_INK
+
+
 def test_mnist_format_tile_comes_back_unchanged(font):
     image, _ = _render("3", font)
     tile = to_mnist_tile(image)

@@ -44,6 +44,10 @@ _PEN_FROM = 800
 _PROBE_SIZE = 400
 # Ink must be at least this much darker than its local background (a fraction of it).
 _MIN_CONTRAST = 0.15
+# Contrast is measured against at least this share of the brightest background: paper in
+# deep shadow keeps 40% of its light, and a darker "background" is not paper (it is a lit
+# patch of a blank page the polarity test took for ink), where noise would pass for ink.
+_DARKEST_PAPER = 0.25
 _MAX_DIGITS = 64
 # Measured on synthetic photos and drawings: inked images stray at least twice as far to
 # the ink's side (usually 3-100x); blank pages 0.7-1.1x.
@@ -288,7 +292,8 @@ def _threshold(smooth: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]
     padded = cv2.copyMakeBorder(grey, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
     closed = cv2.morphologyEx(padded, cv2.MORPH_CLOSE, kernel)[pad:-pad, pad:-pad]
     background = closed.astype(np.float32)
-    contrast = (background - smooth) / np.maximum(background, 8.0)
+    paper = float(np.percentile(closed[::4, ::4], 95))
+    contrast = (background - smooth) / np.maximum(background, max(8.0, _DARKEST_PAPER * paper))
     if float(contrast.max()) < _MIN_CONTRAST:
         return None
     levels = np.clip(contrast * 255, 0, 255).astype(np.uint8)
