@@ -76,7 +76,10 @@ SHIFT = 1
 #   enlarged to 56x56 (half-pixel displacements, warp 3-4, context 3x3 or 5x5) re-ranking
 #   the 10 nearest: 0.9936-0.9945, added to the IDM 0.9938-0.9950; moment normalisation
 #   after deskewing (second moments scaled towards the median, fully or half-way, aspect
-#   kept or mapped by sqrt(sin(pi/2 r))): 0.9940-0.9947, added to the IDM 0.9941-0.9949
+#   kept or mapped by sqrt(sin(pi/2 r))): 0.9940-0.9947, added to the IDM 0.9941-0.9949;
+#   the distance to the affine hull of each class's 5-12 IDM-nearest candidates (k-local
+#   hyperplanes, ridge 0.1-1, blurred pixels or gradients): 0.9771-0.9881, added to the
+#   class's IDM 0.9925-0.9941
 #   Neighbouring training images often share a writer: 7% of the leave-one-out nearest
 #   neighbours lie within 100 positions of the query in the training file (0.4% at random),
 #   and leaving out the 300 positions either side lowers leave-one-out accuracy from 0.9944
