@@ -69,7 +69,8 @@ SHIFT = 1
 #   gradient-boosted classifier on per-class features of the candidates (the 3 smallest
 #   IDM distances of each class relative to the nearest, class counts in the 5 / 10
 #   nearest, stage 1's distance), trained on leave-one-out candidates of the 50,000: 0.9950
-#   -0.9953, with the IDM before deskewing and the orientation planes as more features:
+#   -0.9953 (0.9949-0.9950 with candidates within 300 positions of the query left out, see
+#   below), with the IDM before deskewing and the orientation planes as more features:
 #   0.9947-0.9952; the query also thinned or thickened (grey erosion / dilation at 4x),
 #   smallest distance over the copies: 0.9800-0.9945; a learned weight per pixel position
 #   in the IDM sum (fitted on the leave-one-out top 10): 0.9935-0.9944; the IDM on images
