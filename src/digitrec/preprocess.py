@@ -292,8 +292,8 @@ def _threshold(smooth: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]
     padded = cv2.copyMakeBorder(grey, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
     closed = cv2.morphologyEx(padded, cv2.MORPH_CLOSE, kernel)[pad:-pad, pad:-pad]
     background = closed.astype(np.float32)
-    paper = float(np.percentile(closed[::4, ::4], 95))
-    contrast = (background - smooth) / np.maximum(background, max(8.0, _DARKEST_PAPER * paper))
+    floor = max(8.0, _DARKEST_PAPER * _brightest_background(closed))
+    contrast = (background - smooth) / np.maximum(background, floor)
     if float(contrast.max()) < _MIN_CONTRAST:
         return None
     levels = np.clip(contrast * 255, 0, 255).astype(np.uint8)
@@ -307,6 +307,13 @@ def _threshold(smooth: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]
     keep[0] = False
     mask = keep[labels].astype(np.uint8)
     return (mask, contrast) if mask.any() else None
+
+
+def _brightest_background(closed: np.ndarray) -> int:
+    """The 95th percentile of the uint8 background, from a histogram of every 4th pixel
+    each way (a sort of the pixels took ~0.7 ms a call on a 1200-pixel image)."""
+    counts = np.bincount(closed[::4, ::4].ravel(), minlength=256).cumsum()
+    return int(np.searchsorted(counts, 0.95 * counts[-1]))
 
 
 def _edge_sharpness(
