@@ -282,9 +282,9 @@ def _threshold(smooth: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]
     cannot see past the border takes a shadow darkening towards it for a dark valley and
     fills it in, so the shadow's edge would become ink. Contrast is relative,
     ``(background - pixel) / background``, so ink in a shadow is as dark as ink in the
-    light. The threshold is Otsu's, never below ``_MIN_CONTRAST``, with hysteresis: faint
-    pixels count when they touch clearly dark ones, which keeps thin, light pen strokes
-    whole.
+    light (a background darker than ``_DARKEST_PAPER`` of the brightest counts as that).
+    The threshold is Otsu's, never below ``_MIN_CONTRAST``, with hysteresis: faint pixels
+    count when they touch clearly dark ones, which keeps thin, light pen strokes whole.
     """
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (window, window))
     pad = window // 2 + 1
