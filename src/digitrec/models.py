@@ -346,6 +346,24 @@ def _build_knn_idm(**params):
 
 
 @register(
+    "knn-idm-hknn",
+    "knn-idm's nearest-neighbour distance plus the k-local hyperplane distance on wavelet "
+    "scattering features (digitrec.hybrid); the most accurate nearest-neighbour model",
+    {
+        **REGISTRY["knn-idm"].defaults,
+        "hyperplane_weight": 150.0,
+        "hyperplane_k": 100,
+        "hyperplane_reg": 10.0,
+        "scattering_components": 300,
+    },
+)
+def _build_knn_idm_hknn(**params):
+    from .hybrid import HybridClassifier
+
+    return HybridClassifier(**params)
+
+
+@register(
     "cnn-robust",
     "the cnn trained on MNIST plus elastically distorted, slanted, thickened and thinned "
     "copies (digitrec.robust); needs the cnn extra",

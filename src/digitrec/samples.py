@@ -361,7 +361,9 @@ class _IDMReferences:
 
 def _references(model: Model) -> _KNNReferences | _IDMReferences | None:
     estimator = model.estimator
-    if isinstance(estimator, IDMClassifier):
+    # Not its subclass HybridClassifier: its vote adds a hyperplane distance that the
+    # samples, merged by IDM distance alone, would not take part in.
+    if type(estimator) is IDMClassifier:
         return _IDMReferences(estimator)
     final = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
     return _KNNReferences(model, final) if isinstance(final, KNNClassifier) else None

@@ -1,0 +1,187 @@
+"""Local hyperplanes, scattering features, and the IDM + hyperplane classifier."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from digitrec import models, serialize
+from digitrec.errors import ModelFileError, ParameterError
+from digitrec.hybrid import HybridClassifier
+from digitrec.hyperplane import LocalHyperplanes
+from digitrec.rerank import IDMClassifier
+from digitrec.samples import learns_from_samples
+from digitrec.scattering import ScatteringFeatures, scattering_coefficients
+
+# --- k-local hyperplanes ----------------------------------------------------------------
+
+
+def brute_hull_distance(q: np.ndarray, points: np.ndarray, reg: float) -> float:
+    """Ridge-regularised distance from q to the affine hull of points, by least squares."""
+    centre = points.mean(axis=0)
+    V = points - centre
+    A = np.vstack([V.T, np.sqrt(reg) * np.eye(len(points))])
+    b = np.concatenate([q - centre, np.zeros(len(points))])
+    coef = np.linalg.lstsq(A, b, rcond=None)[0]
+    return float(np.linalg.norm(q - centre - V.T @ coef))
+
+
+def test_a_point_on_a_class_plane_is_at_distance_zero_from_it():
+    rng = np.random.default_rng(0)
+    # class 0 spans a plane through the origin in 5-d, class 1 the same plane moved by 10
+    # along the last axis
+    plane = rng.normal(size=(40, 2)) @ np.array([[1, 0, 0, 0, 0], [0, 1, 0, 0, 0]], float)
+    refs = np.vstack([plane, plane + [0, 0, 0, 0, 10]])
+    labels = np.repeat([0, 1], 40)
+    q = np.array([[0.3, -0.7, 0, 0, 0], [0.3, -0.7, 2.0, 0, 0]])
+    d = LocalHyperplanes(refs, labels, 2).distances(q, k=10, reg=1e-6)
+    assert d[0, 0] == pytest.approx(0.0, abs=1e-3)
+    assert d[1, 0] == pytest.approx(2.0, abs=1e-3)  # off the plane by 2 along the 3rd axis
+    assert d[0, 1] == pytest.approx(10.0, abs=1e-3)
+
+
+def test_distances_match_a_brute_force_fit_on_the_k_nearest():
+    rng = np.random.default_rng(1)
+    refs = rng.normal(size=(60, 8)).astype(np.float32)
+    labels = np.arange(60) % 3
+    q = rng.normal(size=(7, 8)).astype(np.float32)
+    hyperplanes = LocalHyperplanes(refs, labels, 3)
+    np.testing.assert_array_equal(hyperplanes.references(), refs)
+    d = hyperplanes.distances(q, k=5, reg=0.5)
+    for i in range(len(q)):
+        for c in range(3):
+            members = refs[labels == c]
+            nearest = members[np.argsort(((members - q[i]) ** 2).sum(1))[:5]]
+            assert d[i, c] == pytest.approx(brute_hull_distance(q[i], nearest, 0.5), rel=1e-3)
+
+
+def test_unwanted_pairs_and_empty_classes_are_infinite():
+    refs = np.eye(4, dtype=np.float32)
+    labels = np.array([0, 0, 1, 1])
+    wanted = np.array([[True, False, True], [False, True, True]])
+    d = LocalHyperplanes(refs, labels, 3).distances(refs[:2], k=10, reg=0.1, wanted=wanted)
+    assert np.isfinite(d[0, 0]) and np.isfinite(d[1, 1])
+    assert np.isinf(d[0, 1]) and np.isinf(d[1, 0])
+    assert np.isinf(d[:, 2]).all()  # class 2 has no reference
+
+
+@pytest.mark.parametrize("k, reg", [(0, 1.0), (3, 0.0), (3, -1.0)])
+def test_bad_hyperplane_arguments_are_refused(k, reg):
+    with pytest.raises(ParameterError):
+        LocalHyperplanes(np.zeros((3, 2)), np.zeros(3), 1).distances(np.zeros((1, 2)), k, reg)
+
+
+# --- scattering features ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def slice_(mnist):
+    return mnist.X_train[:1500], mnist.y_train[:1500], mnist.X_test[:200], mnist.y_test[:200]
+
+
+def test_scattering_is_stable_to_a_one_pixel_shift_where_pixels_are_not(slice_):
+    X = slice_[0][:50].astype(np.float32)
+    shifted = np.roll(X, 1, axis=2)
+    pixels = np.linalg.norm((X - shifted).reshape(50, -1), axis=1) / np.linalg.norm(
+        X.reshape(50, -1), axis=1
+    )
+    a, b = scattering_coefficients(X), scattering_coefficients(shifted)
+    coefs = np.linalg.norm(a - b, axis=1) / np.linalg.norm(a, axis=1)
+    assert a.shape == (50, 217 * 3 * 3)  # 1 + J L + L^2 J (J-1) / 2 paths on a 3x3 grid
+    assert np.median(coefs) < 0.3 * np.median(pixels)
+
+
+def test_scattering_features_round_trip_and_refuse_a_mismatched_state(slice_):
+    X = slice_[0][:300]
+    features = ScatteringFeatures(n_components=20)
+    out = features.fit_transform(X)
+    assert out.shape == (300, 20) and out.dtype == np.float32
+    np.testing.assert_allclose(features.transform(X), out, rtol=1e-4, atol=1e-4)
+    state, arrays = features._export_state()
+    fresh = ScatteringFeatures(n_components=20)
+    fresh._import_state(state, arrays)
+    np.testing.assert_array_equal(fresh.transform(X[:10]), features.transform(X[:10]))
+    with pytest.raises(ModelFileError):
+        ScatteringFeatures(n_components=20)._import_state(
+            state, {**arrays, "mean": arrays["mean"][:-1]}
+        )
+    with pytest.raises(ModelFileError):
+        ScatteringFeatures(n_components=20)._import_state({"image_shape": [4, 4]}, arrays)
+    with pytest.raises(ParameterError, match="fitted on images"):
+        features.transform(np.zeros((1, 16, 16)))
+
+
+# --- the classifier ---------------------------------------------------------------------
+
+SMALL = dict(n_candidates=30, n_components=30, scattering_components=40, hyperplane_k=15)
+
+
+@pytest.fixture(scope="module")
+def fitted(slice_):
+    X, y, _, _ = slice_
+    return HybridClassifier(**SMALL).fit(X, y)
+
+
+def test_hybrid_scores_are_the_idm_nearest_plus_the_weighted_hyperplane(fitted, slice_):
+    _, _, X_te, _ = slice_
+    images = fitted._query_images(X_te[:20])
+    scores = fitted._class_scores(images)
+    dist, idx = fitted.kneighbors(X_te[:20], n_neighbors=fitted.n_candidates)
+    labels = fitted._y[idx]
+    for i in range(20):
+        for c in range(10):
+            present = labels[i] == c
+            if not present.any():
+                assert np.isinf(scores[i, c])
+                continue
+            hull = LocalHyperplanes(fitted.hyperplanes_.references(), fitted._y, 10).distances(
+                fitted.scattering_.transform(fitted._upright(images[i : i + 1])),
+                fitted.hyperplane_k,
+                fitted.hyperplane_reg,
+            )[0, c]
+            expected = dist[i][present].min() + fitted.hyperplane_weight * hull
+            assert scores[i, c] == pytest.approx(expected, rel=1e-5)
+
+
+def test_hybrid_is_at_least_as_accurate_as_the_idm_alone_on_a_slice(fitted, slice_):
+    X, y, X_te, y_te = slice_
+    idm = IDMClassifier(**{k: v for k, v in SMALL.items() if k in IDMClassifier().get_params()})
+    acc_idm = np.mean(idm.fit(X, y).predict(X_te) == y_te)
+    acc_hybrid = np.mean(fitted.predict(X_te) == y_te)
+    assert acc_hybrid >= acc_idm > 0.85
+    proba = fitted.predict_proba(X_te[:10])
+    np.testing.assert_array_equal(proba.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(fitted.classes_[proba.argmax(1)], fitted.predict(X_te[:10]))
+    # with no hyperplane term the vote is the IDM's nearest neighbour
+    fitted.set_params(hyperplane_weight=0.0)
+    try:
+        np.testing.assert_array_equal(fitted.predict(X_te), idm.predict(X_te))
+    finally:
+        fitted.set_params(hyperplane_weight=SMALL.get("hyperplane_weight", 150.0))
+
+
+def test_hybrid_saves_and_loads_through_the_model_store(fitted, slice_, tmp_path):
+    _, _, X_te, _ = slice_
+    state, arrays = serialize.export_state(fitted)
+    assert all(a.dtype != object for a in arrays.values())
+    fresh = models.REGISTRY["knn-idm-hknn"].build(**fitted.get_params())
+    serialize.import_state(fresh, state, arrays)
+    np.testing.assert_array_equal(fresh.predict(X_te), fitted.predict(X_te))
+    broken = {**arrays, "scattering_refs": arrays["scattering_refs"][:-1]}
+    with pytest.raises(ModelFileError):
+        serialize.import_state(
+            models.REGISTRY["knn-idm-hknn"].build(**fitted.get_params()), state, broken
+        )
+
+
+@pytest.mark.parametrize(
+    "params", [{"hyperplane_k": 0}, {"hyperplane_reg": 0.0}, {"hyperplane_weight": -1.0}]
+)
+def test_bad_hybrid_parameters_are_refused_by_name(params):
+    with pytest.raises(ParameterError, match=next(iter(params))):
+        HybridClassifier(**params).fit(np.zeros((4, 28, 28)), np.arange(4))
+
+
+def test_the_hybrid_does_not_claim_to_learn_from_samples(fitted):
+    model = models.Model(kind="knn-idm-hknn", estimator=fitted, params=fitted.get_params())
+    assert not learns_from_samples(model)
