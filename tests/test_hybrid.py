@@ -10,7 +10,6 @@ from digitrec.errors import ModelFileError, ParameterError
 from digitrec.hybrid import HybridClassifier
 from digitrec.hyperplane import LocalHyperplanes
 from digitrec.rerank import IDMClassifier
-from digitrec.samples import learns_from_samples
 from digitrec.scattering import ScatteringFeatures, scattering_coefficients
 
 # --- k-local hyperplanes ----------------------------------------------------------------
@@ -181,7 +180,3 @@ def test_bad_hybrid_parameters_are_refused_by_name(params):
     with pytest.raises(ParameterError, match=next(iter(params))):
         HybridClassifier(**params).fit(np.zeros((4, 28, 28)), np.arange(4))
 
-
-def test_the_hybrid_does_not_claim_to_learn_from_samples(fitted):
-    model = models.Model(kind="knn-idm-hknn", estimator=fitted, params=fitted.get_params())
-    assert not learns_from_samples(model)

@@ -288,6 +288,17 @@ def test_an_idm_model_takes_corrections_the_same_way(small):
     np.testing.assert_array_equal(personal.predict(query), before)
 
 
+def test_a_hybrid_model_answers_itself_until_a_sample_is_among_its_neighbours(small):
+    params = {"n_candidates": 20, "scattering_components": 40, "hyperplane_k": 15}
+    hybrid = models.train("knn-idm-hknn", small, params)
+    personal = PersonalModel(hybrid)
+    query = small.X_test[:40]
+    np.testing.assert_array_equal(personal.predict(query), hybrid.predict(query))
+    before, wrong, _ = _correct(personal, query, 5)
+    personal.remove_sample(1, revision=2)
+    np.testing.assert_array_equal(personal.predict(query), before)
+
+
 def test_incremental_add_and_remove_equal_a_full_reload(knn, small, store):
     tiles, labels = some_tiles(small, 12)
     incremental = PersonalModel(knn)

@@ -3,8 +3,8 @@ uses them at once.
 
 When a reading is wrong the user says what the digit really is; the 28x28 tile the model saw
 is stored with that label in ``samples.sqlite`` in the data directory. :class:`PersonalModel`
-wraps a trained kNN model (``knn`` or ``knn-idm``) and adds the stored samples to its
-reference set without refitting it: the samples live in a second, small reference set
+wraps a trained kNN model (``knn``, ``knn-idm`` or ``knn-idm-hknn``) and adds the stored
+samples to its reference set without refitting it: the samples live in a second, small reference set
 searched exactly, and the two neighbour lists are merged by distance. Adding or deleting a
 sample touches only the small set, so it costs milliseconds however large the training set
 is.
@@ -28,6 +28,7 @@ from sklearn.pipeline import Pipeline
 from . import config
 from .errors import DigitrecError, ImageError
 from .features import as_images
+from .hybrid import HybridClassifier
 from .models import Model
 from .neighbors import KNNClassifier, vote
 from .recognize import tiles_to_model_input
@@ -359,11 +360,20 @@ class _IDMReferences:
         return idm_pairs(queries, sample_features, pairs, self.idm.warp, self.idm.context)
 
 
+class _HybridReferences(_IDMReferences):
+    """A :class:`HybridClassifier`'s training set: its IDM neighbours and samples are merged
+    as for ``knn-idm``, but where no sample is among them the model's own answer (which adds
+    the hyperplane distance to the vote) stands."""
+
+    def model_proba(self, images: np.ndarray) -> np.ndarray:
+        return self.idm.predict_proba(images)
+
+
 def _references(model: Model) -> _KNNReferences | _IDMReferences | None:
     estimator = model.estimator
-    # Not its subclass HybridClassifier: its vote adds a hyperplane distance that the
-    # samples, merged by IDM distance alone, would not take part in.
-    if type(estimator) is IDMClassifier:
+    if isinstance(estimator, HybridClassifier):
+        return _HybridReferences(estimator)
+    if isinstance(estimator, IDMClassifier):
         return _IDMReferences(estimator)
     final = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
     return _KNNReferences(model, final) if isinstance(final, KNNClassifier) else None
@@ -538,7 +548,7 @@ class PersonalModel(Model):
         """:meth:`predict_proba` and :meth:`nearest` from one search: the answer and the
         references that voted for it."""
         found = self._search(images, self.n_neighbors)
-        return self._vote(*found), self._as_neighbors(*found)
+        return self._answer(images, found), self._as_neighbors(*found)
 
     def _as_neighbors(self, distances, indices, from_sample, samples) -> list[list[Neighbor]]:
         training = self.base.training_images()
@@ -564,7 +574,18 @@ class PersonalModel(Model):
         return out
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        return self._vote(*self._search(images, self.n_neighbors))
+        return self._answer(images, self._search(images, self.n_neighbors))
+
+    def _answer(self, images: np.ndarray, found: tuple) -> np.ndarray:
+        """The neighbours' vote; for a model whose answer is more than that vote
+        (``knn-idm-hknn``), the model's own answer wherever no sample is among them."""
+        proba = self._vote(*found)
+        model_proba = getattr(self.references, "model_proba", None)
+        untouched = ~found[2].any(axis=1)
+        if model_proba is not None and untouched.any():
+            with self.search_context():
+                proba[untouched] = model_proba(np.asarray(images)[untouched])
+        return proba
 
     def _vote(self, distances, indices, from_sample, samples) -> np.ndarray:
         classes = np.empty(indices.shape, dtype=np.int64)
