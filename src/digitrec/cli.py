@@ -234,7 +234,7 @@ def _check_input_shape(model, data) -> None:
 @app.command("tune")
 def tune_cmd(
     # kNN, not the default model kind: its k and Minkowski p are what the grid search is
-    # for, and knn-idm has no default grid.
+    # for, and the default knn-idm-hknn has no default grid.
     kind: Annotated[str, typer.Argument(help="Model kind (see `digitrec models`)")] = "knn",
     dataset: DatasetOpt = "mnist",
     grid: Annotated[

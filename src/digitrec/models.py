@@ -37,11 +37,12 @@ class ModelKind:
 
 REGISTRY: dict[str, ModelKind] = {}
 
-# What `digitrec train` and `make run` train when no kind is named: of the models in the base
-# install, the most accurate one that answers a single image within 20 ms (MNIST test 0.9930,
-# about 8 ms per image on 2 cores; benchmarks/accuracy_mnist.py). The cnn (0.9948) needs
-# the cnn extra and about 2.5 minutes of training.
-DEFAULT_KIND = "knn-idm"
+# What `digitrec train` and `make run` train when no kind is named: the most accurate model
+# that answers a single image within 20 ms (MNIST test 0.9954, about 16 ms per image on 2
+# cores; benchmarks/accuracy_mnist.py), and also the best reader of photos and drawings
+# (benchmarks/real_world.py). It is more accurate than the cnn (0.9948), which needs the cnn
+# extra besides.
+DEFAULT_KIND = "knn-idm-hknn"
 
 
 def register(name: str, summary: str, defaults: dict[str, Any]):
@@ -321,8 +322,7 @@ def _build_cnn(**params):
 
 @register(
     "knn-idm",
-    "kNN on deskewed digits re-ranked by the image distortion model (digitrec.rerank); "
-    "the most tolerant of handwriting unlike MNIST's (benchmarks/real_world.py)",
+    "kNN on deskewed digits re-ranked by the image distortion model (digitrec.rerank)",
     {
         "n_neighbors": 1,
         "weights": "uniform",
@@ -348,7 +348,8 @@ def _build_knn_idm(**params):
 @register(
     "knn-idm-hknn",
     "knn-idm's nearest-neighbour distance plus the k-local hyperplane distance on wavelet "
-    "scattering features (digitrec.hybrid); the most accurate nearest-neighbour model",
+    "scattering features (digitrec.hybrid); the most accurate model, and the best reader "
+    "of handwriting unlike MNIST's (benchmarks/real_world.py)",
     {
         **REGISTRY["knn-idm"].defaults,
         "hyperplane_weight": 150.0,
