@@ -1,4 +1,4 @@
-"""MNIST accuracy of the nearest-neighbour family, one stage at a time (issue 4).
+"""MNIST accuracy of the nearest-neighbour family, one stage at a time.
 
     python benchmarks/accuracy_mnist.py              # test table, chosen hyperparameters
     python benchmarks/accuracy_mnist.py --validate   # the validation grid behind the choices
@@ -113,6 +113,7 @@ IDM_WEIGHTS = "uniform"
 #   added to the IDM nearest of each class: 0.9950-0.9966, and 0.9965-0.9966 for weights
 #   100-275 IDM units per unit with k=100, PCA 300, ridge 10 -> the values below (1.7
 #   classes per digit are among the IDM's candidates; only those are scored)
+# On the test set, read once after these choices: 0.9954 (46 errors; knn-idm 70).
 HYPERPLANE_WEIGHT = 150.0
 HYPERPLANE_K = 100
 HYPERPLANE_REG = 10.0

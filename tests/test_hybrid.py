@@ -124,7 +124,7 @@ def fitted(slice_):
 def test_hybrid_scores_are_the_idm_nearest_plus_the_weighted_hyperplane(fitted, slice_):
     _, _, X_te, _ = slice_
     images = fitted._query_images(X_te[:20])
-    scores = fitted._class_scores(images)
+    scores = fitted._class_scores(images)[0]
     dist, idx = fitted.kneighbors(X_te[:20], n_neighbors=fitted.n_candidates)
     labels = fitted._y[idx]
     for i in range(20):
@@ -157,6 +157,24 @@ def test_hybrid_is_at_least_as_accurate_as_the_idm_alone_on_a_slice(fitted, slic
         np.testing.assert_array_equal(fitted.predict(X_te), idm.predict(X_te))
     finally:
         fitted.set_params(hyperplane_weight=SMALL.get("hyperplane_weight", 150.0))
+
+
+def test_the_neighbours_behind_an_answer_are_of_the_class_answered(fitted, slice_):
+    _, _, X_te, _ = slice_
+    proba, dist, idx = fitted.answer(X_te, n_neighbors=3)
+    answers = fitted.predict(X_te)
+    np.testing.assert_array_equal(fitted.classes_[proba.argmax(1)], answers)
+    assert idx.shape == dist.shape == (len(X_te), 3)
+    np.testing.assert_array_equal(fitted.classes_[fitted._y[idx[:, 0]]], answers)
+    both = fitted._y[idx[:, 1]] == fitted._y[idx[:, 0]]
+    assert np.all(dist[both, 1] >= dist[both, 0])  # IDM order within the class
+    # where the IDM-nearest image has the class answered, it comes first as in kneighbors
+    k_dist, k_idx = fitted.kneighbors(X_te, n_neighbors=1)
+    agree = fitted.classes_[fitted._y[k_idx[:, 0]]] == answers
+    assert agree.mean() > 0.9
+    np.testing.assert_array_equal(idx[agree, 0], k_idx[agree, 0])
+    with pytest.raises(ParameterError, match="n_neighbors"):
+        fitted.answer(X_te[:1], n_neighbors=fitted.n_candidates + 1)
 
 
 def test_hybrid_saves_and_loads_through_the_model_store(fitted, slice_, tmp_path):

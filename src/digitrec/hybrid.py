@@ -112,15 +112,15 @@ class HybridClassifier(IDMClassifier):
         self.hyperplanes_ = LocalHyperplanes(refs, self._y, len(self.classes_))
         return self
 
-    def _class_scores(self, images: np.ndarray) -> np.ndarray:
-        """``(n, n_classes)`` scores, lower is better; ``inf`` for classes not among the
-        candidates."""
+    def _class_scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(n, n_classes)`` scores, lower is better (``inf`` for classes not among the
+        candidates), and the IDM distances and indices of the candidates, sorted."""
         dist, idx = self.kneighbors(images, n_neighbors=self.n_candidates)
         n_classes = len(self.classes_)
         nearest = np.full((len(idx), n_classes), np.inf)
         np.minimum.at(nearest, (np.arange(len(idx))[:, None], self._y[idx]), dist)
         if self.hyperplane_weight == 0:
-            return nearest
+            return nearest, dist, idx
         hull = np.empty_like(nearest)
         for start in range(0, len(images), self.batch_size):
             part = slice(start, start + self.batch_size)
@@ -128,19 +128,33 @@ class HybridClassifier(IDMClassifier):
             hull[part] = self.hyperplanes_.distances(
                 queries, self.hyperplane_k, self.hyperplane_reg, np.isfinite(nearest[part])
             )
-        return nearest + self.hyperplane_weight * hull
+        return nearest + self.hyperplane_weight * hull, dist, idx
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         images = self._query_images(X)
-        return self.classes_[np.argmin(self._class_scores(images), axis=1)]
+        return self.classes_[np.argmin(self._class_scores(images)[0], axis=1)]
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """One-hot rows of :meth:`predict`."""
+        return self.answer(X)[0]
+
+    def answer(
+        self, X: np.ndarray, n_neighbors: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One-hot :meth:`predict_proba` and the training images behind each answer: like
+        :meth:`kneighbors`, but the IDM-nearest candidates of the class answered come first,
+        also where the hyperplane distance overruled the single nearest image."""
         images = self._query_images(X)
-        best = np.argmin(self._class_scores(images), axis=1)
+        k = self.n_neighbors if n_neighbors is None else n_neighbors
+        if not (isinstance(k, Integral) and 1 <= k <= self.n_candidates):
+            raise ParameterError(f"n_neighbors must be an int in 1..{self.n_candidates}, got {k!r}")
+        scores, dist, idx = self._class_scores(images)
+        best = np.argmin(scores, axis=1)
         proba = np.zeros((len(images), len(self.classes_)))
         proba[np.arange(len(images)), best] = 1.0
-        return proba
+        # A stable sort on "not of the answered class" keeps the IDM order within each part.
+        order = np.argsort(self._y[idx] != best[:, None], axis=1, kind="stable")[:, :k]
+        return proba, np.take_along_axis(dist, order, 1), np.take_along_axis(idx, order, 1)
 
     # -- model store ------------------------------------------------------------------
 

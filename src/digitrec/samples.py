@@ -365,8 +365,8 @@ class _HybridReferences(_IDMReferences):
     as for ``knn-idm``, but where no sample is among them the model's own answer (which adds
     the hyperplane distance to the vote) stands."""
 
-    def model_proba(self, images: np.ndarray) -> np.ndarray:
-        return self.idm.predict_proba(images)
+    def model_answer(self, images: np.ndarray, k: int):
+        return self.idm.answer(images, min(k, self.max_k))
 
 
 def _references(model: Model) -> _KNNReferences | _IDMReferences | None:
@@ -547,8 +547,8 @@ class PersonalModel(Model):
     def explain(self, images: np.ndarray) -> tuple[np.ndarray, list[list[Neighbor]]]:
         """:meth:`predict_proba` and :meth:`nearest` from one search: the answer and the
         references that voted for it."""
-        found = self._search(images, self.n_neighbors)
-        return self._answer(images, found), self._as_neighbors(*found)
+        proba, found = self._answer(images, self._search(images, self.n_neighbors))
+        return proba, self._as_neighbors(*found)
 
     def _as_neighbors(self, distances, indices, from_sample, samples) -> list[list[Neighbor]]:
         training = self.base.training_images()
@@ -574,18 +574,25 @@ class PersonalModel(Model):
         return out
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        return self._answer(images, self._search(images, self.n_neighbors))
+        return self._answer(images, self._search(images, self.n_neighbors))[0]
 
-    def _answer(self, images: np.ndarray, found: tuple) -> np.ndarray:
-        """The neighbours' vote; for a model whose answer is more than that vote
-        (``knn-idm-hknn``), the model's own answer wherever no sample is among them."""
+    def _answer(self, images: np.ndarray, found: tuple) -> tuple[np.ndarray, tuple]:
+        """The answer and the neighbours behind it: the neighbours' vote, except for a model
+        whose answer is more than that vote (``knn-idm-hknn``). Where no sample is among
+        its neighbours, the model answers, with the nearest training images of the class
+        it answered."""
         proba = self._vote(*found)
-        model_proba = getattr(self.references, "model_proba", None)
-        untouched = ~found[2].any(axis=1)
-        if model_proba is not None and untouched.any():
-            with self.search_context():
-                proba[untouched] = model_proba(np.asarray(images)[untouched])
-        return proba
+        model_answer = getattr(self.references, "model_answer", None)
+        distances, indices, from_sample, samples = found
+        untouched = ~from_sample.any(axis=1)
+        if model_answer is None or not untouched.any():
+            return proba, found
+        with self.search_context():
+            own, d, i = model_answer(np.asarray(images)[untouched], indices.shape[1])
+        proba[untouched] = own
+        distances, indices = distances.copy(), indices.copy()
+        distances[untouched], indices[untouched] = d, i
+        return proba, (distances, indices, from_sample, samples)
 
     def _vote(self, distances, indices, from_sample, samples) -> np.ndarray:
         classes = np.empty(indices.shape, dtype=np.int64)
