@@ -148,10 +148,14 @@ class HybridClassifier(IDMClassifier):
         k = self.n_neighbors if n_neighbors is None else n_neighbors
         if not (isinstance(k, Integral) and 1 <= k <= self.n_candidates):
             raise ParameterError(f"n_neighbors must be an int in 1..{self.n_candidates}, got {k!r}")
-        scores, dist, idx = self._class_scores(images)
+        return self._answer_from(*self._class_scores(images), k)
+
+    def _answer_from(
+        self, scores: np.ndarray, dist: np.ndarray, idx: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         best = np.argmin(scores, axis=1)
-        proba = np.zeros((len(images), len(self.classes_)))
-        proba[np.arange(len(images)), best] = 1.0
+        proba = np.zeros(scores.shape)
+        proba[np.arange(len(scores)), best] = 1.0
         # A stable sort on "not of the answered class" keeps the IDM order within each part.
         order = np.argsort(self._y[idx] != best[:, None], axis=1, kind="stable")[:, :k]
         return proba, np.take_along_axis(dist, order, 1), np.take_along_axis(idx, order, 1)

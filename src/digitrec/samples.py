@@ -365,8 +365,12 @@ class _HybridReferences(_IDMReferences):
     as for ``knn-idm``, but where no sample is among them the model's own answer (which adds
     the hyperplane distance to the vote) stands."""
 
-    def model_answer(self, images: np.ndarray, k: int):
-        return self.idm.answer(images, min(k, self.max_k))
+    def search_with_answer(self, images: np.ndarray, k: int) -> tuple:
+        """:meth:`search` and the model's answer from one IDM search: the answer, then the
+        nearest training images of the class answered."""
+        hybrid, k = self.idm, min(k, self.max_k)
+        scores, dist, idx = hybrid._class_scores(hybrid._query_images(images))
+        return dist[:, :k], idx[:, :k], hybrid._answer_from(scores, dist, idx, k)
 
 
 def _references(model: Model) -> _KNNReferences | _IDMReferences | None:
@@ -518,11 +522,22 @@ class PersonalModel(Model):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, _SampleSet]:
         """Merged neighbours: distances, indices (samples at ``n_training + position``),
         whether each comes from a sample, and the snapshot the positions refer to."""
+        return self._search_and_answer(images, k)[0]
+
+    def _search_and_answer(self, images: np.ndarray, k: int) -> tuple[tuple, tuple | None]:
+        """:meth:`_search`, and the model's own answer when it gives one (``knn-idm-hknn``:
+        one-hot probabilities, and the distances and indices of the training images behind
+        it), else None."""
         samples = self._samples
         features = self.references.features(images)
         k = min(k, self.n_training + len(samples.ids))
         with self.search_context():
-            distances, indices = self.references.search(features, k)
+            search_with_answer = getattr(self.references, "search_with_answer", None)
+            if search_with_answer is None:
+                distances, indices = self.references.search(features, k)
+                answer = None
+            else:
+                distances, indices, answer = search_with_answer(features, k)
             if len(samples.ids):
                 s_dist = self.references.distances(features, samples.features)
         if len(samples.ids):
@@ -532,7 +547,7 @@ class PersonalModel(Model):
             order = np.lexsort((indices, distances), axis=1)[:, :k]
             distances = np.take_along_axis(distances, order, axis=1)
             indices = np.take_along_axis(indices, order, axis=1)
-        return distances, indices, indices >= self.n_training, samples
+        return (distances, indices, indices >= self.n_training, samples), answer
 
     def neighbors(self, images: np.ndarray, k: int | None = None):
         """Distances and indices of the nearest references; indices past the training set
@@ -547,7 +562,7 @@ class PersonalModel(Model):
     def explain(self, images: np.ndarray) -> tuple[np.ndarray, list[list[Neighbor]]]:
         """:meth:`predict_proba` and :meth:`nearest` from one search: the answer and the
         references that voted for it."""
-        proba, found = self._answer(images, self._search(images, self.n_neighbors))
+        proba, found = self._answer(*self._search_and_answer(images, self.n_neighbors))
         return proba, self._as_neighbors(*found)
 
     def _as_neighbors(self, distances, indices, from_sample, samples) -> list[list[Neighbor]]:
@@ -574,24 +589,22 @@ class PersonalModel(Model):
         return out
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        return self._answer(images, self._search(images, self.n_neighbors))[0]
+        return self._answer(*self._search_and_answer(images, self.n_neighbors))[0]
 
-    def _answer(self, images: np.ndarray, found: tuple) -> tuple[np.ndarray, tuple]:
+    def _answer(self, found: tuple, answer: tuple | None) -> tuple[np.ndarray, tuple]:
         """The answer and the neighbours behind it: the neighbours' vote, except for a model
-        whose answer is more than that vote (``knn-idm-hknn``). Where no sample is among
-        its neighbours, the model answers, with the nearest training images of the class
-        it answered."""
+        that answers itself (``knn-idm-hknn``), whose answer and neighbours stand wherever
+        no sample is among the neighbours."""
         proba = self._vote(*found)
-        model_answer = getattr(self.references, "model_answer", None)
-        distances, indices, from_sample, samples = found
-        untouched = ~from_sample.any(axis=1)
-        if model_answer is None or not untouched.any():
+        if answer is None:
             return proba, found
-        with self.search_context():
-            own, d, i = model_answer(np.asarray(images)[untouched], indices.shape[1])
-        proba[untouched] = own
+        distances, indices, from_sample, samples = found
+        own, own_distances, own_indices = answer
+        untouched = ~from_sample.any(axis=1)
+        proba[untouched] = own[untouched]
         distances, indices = distances.copy(), indices.copy()
-        distances[untouched], indices[untouched] = d, i
+        distances[untouched] = own_distances[untouched]
+        indices[untouched] = own_indices[untouched]
         return proba, (distances, indices, from_sample, samples)
 
     def _vote(self, distances, indices, from_sample, samples) -> np.ndarray:
