@@ -148,9 +148,19 @@ def test_hybrid_is_at_least_as_accurate_as_the_idm_alone_on_a_slice(fitted, slic
     acc_idm = np.mean(idm.fit(X, y).predict(X_te) == y_te)
     acc_hybrid = np.mean(fitted.predict(X_te) == y_te)
     assert acc_hybrid >= acc_idm > 0.85
-    proba = fitted.predict_proba(X_te[:10])
-    np.testing.assert_array_equal(proba.sum(axis=1), 1.0)
-    np.testing.assert_array_equal(fitted.classes_[proba.argmax(1)], fitted.predict(X_te[:10]))
+    proba = fitted.predict_proba(X_te)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(fitted.classes_[proba.argmax(1)], fitted.predict(X_te))
+    # a softmin over the candidates' classes: the others get nothing, and no answer is
+    # certain when two classes are close
+    scores = fitted._class_scores(fitted._query_images(X_te))[0]
+    np.testing.assert_array_equal(proba[np.isinf(scores)], 0.0)
+    assert ((proba > 0.05) & (proba < 0.95)).any()
+    fitted.set_params(temperature=1e-6)
+    try:
+        np.testing.assert_array_equal(fitted.predict_proba(X_te).max(axis=1), 1.0)
+    finally:
+        fitted.set_params(temperature=150.0)
     # with no hyperplane term the vote is the IDM's nearest neighbour
     fitted.set_params(hyperplane_weight=0.0)
     try:
@@ -192,9 +202,9 @@ def test_hybrid_saves_and_loads_through_the_model_store(fitted, slice_, tmp_path
 
 
 @pytest.mark.parametrize(
-    "params", [{"hyperplane_k": 0}, {"hyperplane_reg": 0.0}, {"hyperplane_weight": -1.0}]
+    "params",
+    [{"hyperplane_k": 0}, {"hyperplane_reg": 0.0}, {"hyperplane_weight": -1.0}, {"temperature": 0}],
 )
 def test_bad_hybrid_parameters_are_refused_by_name(params):
     with pytest.raises(ParameterError, match=next(iter(params))):
         HybridClassifier(**params).fit(np.zeros((4, 28, 28)), np.arange(4))
-

@@ -356,6 +356,7 @@ def _build_knn_idm(**params):
         "hyperplane_k": 100,
         "hyperplane_reg": 10.0,
         "scattering_components": 300,
+        "temperature": 150.0,
     },
 )
 def _build_knn_idm_hknn(**params):
