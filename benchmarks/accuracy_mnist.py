@@ -301,6 +301,12 @@ def validation_grid() -> None:
                 )
             print(f"  ({time.perf_counter() - t:.0f} s)")
 
+
+def validation_hyperplane() -> None:
+    """The grid behind knn-idm-hknn's hyperplane parameters and temperature."""
+    ds = load_mnist()
+    X_tr, y_tr = ds.X_train[:50000], ds.y_train[:50000].astype(np.int64)
+    X_va, y_va = ds.X_train[50000:], ds.y_train[50000:].astype(np.int64)
     print("IDM + k-local hyperplane on scattering features (validation accuracy)")
     idm = IDMClassifier(**FINAL).fit(X_tr, y_tr)
     dist, idx = idm.kneighbors(X_va, n_neighbors=N_CANDIDATES)
@@ -336,6 +342,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.validate:
         validation_grid()
+        validation_hyperplane()
     else:
         test_table()
 
