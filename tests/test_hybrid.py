@@ -78,6 +78,15 @@ def slice_(mnist):
     return mnist.X_train[:1500], mnist.y_train[:1500], mnist.X_test[:200], mnist.y_test[:200]
 
 
+def test_batched_scattering_equals_kymatios_path_by_path_transform(slice_):
+    from kymatio.scattering2d.frontend.numpy_frontend import ScatteringNumPy2D
+
+    X = slice_[0][:20].astype(np.float32)
+    reference = ScatteringNumPy2D(J=3, shape=(28, 28), L=8)(X / 255).reshape(20, -1)
+    np.testing.assert_allclose(scattering_coefficients(X), reference, rtol=1e-5, atol=1e-6)
+    assert scattering_coefficients(X[:0]).shape == (0, reference.shape[1])
+
+
 def test_scattering_is_stable_to_a_one_pixel_shift_where_pixels_are_not(slice_):
     X = slice_[0][:50].astype(np.float32)
     shifted = np.roll(X, 1, axis=2)
