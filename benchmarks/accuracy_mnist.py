@@ -23,7 +23,7 @@ import tracemalloc
 import numpy as np
 
 from digitrec.datasets import load_mnist
-from digitrec.hybrid import HybridClassifier
+from digitrec.hybrid import HybridClassifier, nearest_of_each_class, softmin
 from digitrec.hyperplane import LocalHyperplanes
 from digitrec.rerank import IDMClassifier, idm_features, idm_pairs
 from digitrec.scattering import ScatteringFeatures
@@ -241,12 +241,9 @@ def _votes(labels, dist, idx, y, ks=(1, 3, 5, 7)) -> str:
 
 def _log_losses(scores: np.ndarray, y: np.ndarray) -> str:
     """Log-loss of the softmin of ``scores`` (HybridClassifier.predict_proba) per temperature."""
-    gap = scores - scores.min(axis=1, keepdims=True)
     out = []
     for temperature in (25, 50, 100, 150, 200, 300, 600):
-        with np.errstate(invalid="ignore"):
-            p = np.where(np.isfinite(scores), np.exp(-gap / temperature), 0.0)
-        p_true = p[np.arange(len(y)), y] / p.sum(axis=1)
+        p_true = softmin(scores, temperature)[np.arange(len(y)), y]
         out.append(f"T{temperature}={-np.mean(np.log(np.maximum(p_true, 1e-12))):.4f}")
     return " ".join(out)
 
@@ -310,8 +307,7 @@ def validation_hyperplane() -> None:
     print("IDM + k-local hyperplane on scattering features (validation accuracy)")
     idm = IDMClassifier(**FINAL).fit(X_tr, y_tr)
     dist, idx = idm.kneighbors(X_va, n_neighbors=N_CANDIDATES)
-    nearest = np.full((len(idx), 10), np.inf)
-    np.minimum.at(nearest, (np.arange(len(idx))[:, None], y_tr[idx]), dist)
+    nearest = nearest_of_each_class(dist, y_tr[idx], 10)
     print(f"  IDM alone: {np.mean(nearest.argmin(axis=1) == y_va):.4f}")
     up_tr = idm._upright(X_tr.astype(np.float32))
     up_va = idm._upright(X_va.astype(np.float32))

@@ -24,12 +24,27 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from .errors import ModelFileError, ParameterError
-from .features import as_images
 from .hyperplane import LocalHyperplanes
 from .rerank import IDMClassifier
 from .scattering import ScatteringFeatures
 
-__all__ = ["HybridClassifier"]
+__all__ = ["HybridClassifier", "nearest_of_each_class", "softmin"]
+
+
+def nearest_of_each_class(dist: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """``(n, n_classes)``: each class's smallest distance among a query's candidates
+    (``dist`` and their class indices ``labels``, both ``(n, k)``), ``inf`` if it has none."""
+    nearest = np.full((len(dist), n_classes), np.inf)
+    np.minimum.at(nearest, (np.arange(len(dist))[:, None], labels), dist)
+    return nearest
+
+
+def softmin(scores: np.ndarray, temperature: float) -> np.ndarray:
+    """Rows of ``exp(-(score - lowest) / temperature)``, normalised; ``inf`` scores get 0."""
+    gap = scores - scores.min(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore"):  # inf - inf for classes not among the candidates
+        proba = np.where(np.isfinite(scores), np.exp(-gap / temperature), 0.0)
+    return proba / proba.sum(axis=1, keepdims=True)
 
 
 class HybridClassifier(IDMClassifier):
@@ -42,7 +57,6 @@ class HybridClassifier(IDMClassifier):
     hyperplane_k : training images of a class spanning its local hyperplane.
     hyperplane_reg : ridge penalty on the hyperplane coefficients.
     scattering_components : PCA dimensions of the scattering features.
-
     temperature : IDM units of the softmin that turns scores into ``predict_proba``.
 
     ``predict_proba`` is ``exp(-(score - best score) / temperature)``, normalised over the
@@ -112,8 +126,7 @@ class HybridClassifier(IDMClassifier):
         return ScatteringFeatures(n_components=self.scattering_components)
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> HybridClassifier:
-        super().fit(X, y)
-        upright = self._upright(as_images(X))
+        upright = self._fit(X, y)
         self.scattering_ = self._scattering()
         refs = self.scattering_.fit_transform(upright)
         self.hyperplanes_ = LocalHyperplanes(refs, self._y, len(self.classes_))
@@ -122,20 +135,26 @@ class HybridClassifier(IDMClassifier):
     def _class_scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(n, n_classes)`` scores, lower is better (``inf`` for classes not among the
         candidates), and the IDM distances and indices of the candidates, sorted."""
-        dist, idx = self.kneighbors(images, n_neighbors=self.n_candidates)
         n_classes = len(self.classes_)
-        nearest = np.full((len(idx), n_classes), np.inf)
-        np.minimum.at(nearest, (np.arange(len(idx))[:, None], self._y[idx]), dist)
-        if self.hyperplane_weight == 0:
-            return nearest, dist, idx
-        hull = np.empty_like(nearest)
+        parts = []
         for start in range(0, len(images), self.batch_size):
-            part = slice(start, start + self.batch_size)
-            queries = self.scattering_.transform(self._upright(images[part]))
-            hull[part] = self.hyperplanes_.distances(
-                queries, self.hyperplane_k, self.hyperplane_reg, np.isfinite(nearest[part])
-            )
-        return nearest + self.hyperplane_weight * hull, dist, idx
+            # Deskewed once for both distances.
+            upright = self._upright(images[start : start + self.batch_size])
+            dist, idx = self._kneighbors_upright(upright, self.n_candidates)
+            scores = nearest_of_each_class(dist, self._y[idx], n_classes)
+            if self.hyperplane_weight > 0:
+                hull = self.hyperplanes_.distances(
+                    self.scattering_.transform(upright),
+                    self.hyperplane_k,
+                    self.hyperplane_reg,
+                    np.isfinite(scores),
+                )
+                scores += self.hyperplane_weight * hull
+            parts.append((scores, dist, idx))
+        if not parts:
+            empty = np.empty((0, self.n_candidates))
+            return np.empty((0, n_classes)), empty, empty.astype(np.int64)
+        return tuple(np.concatenate(arrays) for arrays in zip(*parts, strict=True))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         images = self._query_images(X)
@@ -161,10 +180,7 @@ class HybridClassifier(IDMClassifier):
         self, scores: np.ndarray, dist: np.ndarray, idx: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         best = np.argmin(scores, axis=1)
-        gap = scores - scores[np.arange(len(scores)), best][:, None]
-        with np.errstate(invalid="ignore"):  # inf - inf for classes not among the candidates
-            proba = np.where(np.isfinite(scores), np.exp(-gap / self.temperature), 0.0)
-        proba /= proba.sum(axis=1, keepdims=True)
+        proba = softmin(scores, self.temperature)
         # A stable sort on "not of the answered class" keeps the IDM order within each part.
         order = np.argsort(self._y[idx] != best[:, None], axis=1, kind="stable")[:, :k]
         return proba, np.take_along_axis(dist, order, 1), np.take_along_axis(idx, order, 1)

@@ -377,6 +377,12 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
     # -- sklearn API ------------------------------------------------------------------
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> IDMClassifier:
+        self._fit(X, y)
+        return self
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """:meth:`fit`, returning the upright (deskewed) training images it made, so that a
+        subclass building more features from them need not deskew them again."""
         self._check_params()
         images = as_images(X)
         y = np.asarray(y)
@@ -401,7 +407,7 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
         else:
             self.mean_ = self.components_ = None
         self._build_references(images, upright)
-        return self
+        return upright
 
     def _query_images(self, X: np.ndarray) -> np.ndarray:
         check_is_fitted(self, "stage1_refs_")
@@ -413,7 +419,9 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
         return images
 
     def _kneighbors_batch(self, images: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        upright = self._upright(images)
+        return self._kneighbors_upright(self._upright(images), k)
+
+    def _kneighbors_upright(self, upright: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         # augment() is origin-major: each query's copies are consecutive rows.
         copies = augment(upright, None, shift=self.shift)[0] if self.shift > 0 else upright
         queries = self._project(self._stage1_pixels(copies)).reshape(

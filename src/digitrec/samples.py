@@ -4,10 +4,10 @@ uses them at once.
 When a reading is wrong the user says what the digit really is; the 28x28 tile the model saw
 is stored with that label in ``samples.sqlite`` in the data directory. :class:`PersonalModel`
 wraps a trained kNN model (``knn``, ``knn-idm`` or ``knn-idm-hknn``) and adds the stored
-samples to its reference set without refitting it: the samples live in a second, small reference set
-searched exactly, and the two neighbour lists are merged by distance. Adding or deleting a
-sample touches only the small set, so it costs milliseconds however large the training set
-is.
+samples to its reference set without refitting it: the samples live in a second, small
+reference set searched exactly, and the two neighbour lists are merged by distance. Adding
+or deleting a sample touches only the small set, so it costs milliseconds however large the
+training set is.
 """
 
 from __future__ import annotations
@@ -313,10 +313,12 @@ class _KNNReferences:
     def features(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self.estimator[:-1].transform(images), dtype=np.float64)
 
-    def search(self, features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, None]:
+        """The ``k`` nearest training images, and the model's own answer: None, the vote of
+        the neighbours is this model's answer."""
         # The index itself, not KNNClassifier.kneighbors: that one sets thread counts for
         # batch work (all cores), which the caller's search context has chosen otherwise.
-        return self.knn._index.query(features, min(k, self.n_training))
+        return *self.knn._index.query(features, min(k, self.n_training)), None
 
     def sample_features(self, images: np.ndarray) -> np.ndarray:
         return self.features(images)
@@ -339,8 +341,8 @@ class _IDMReferences:
     def features(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(images)  # the classifier's own search starts from the images
 
-    def search(self, images: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.idm.kneighbors(images, n_neighbors=min(k, self.max_k))
+    def search(self, images: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, None]:
+        return *self.idm.kneighbors(images, n_neighbors=min(k, self.max_k)), None
 
     def sample_features(self, images: np.ndarray) -> np.ndarray:
         """What the final distance compares: IDM feature planes, or stage 1's projections
@@ -365,9 +367,9 @@ class _HybridReferences(_IDMReferences):
     as for ``knn-idm``, but where no sample is among them the model's own answer (which adds
     the hyperplane distance to the vote) stands."""
 
-    def search_with_answer(self, images: np.ndarray, k: int) -> tuple:
-        """:meth:`search` and the model's answer from one IDM search: the answer, then the
-        nearest training images of the class answered."""
+    def search(self, images: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, tuple]:
+        """The ``k`` IDM-nearest training images and, from the same search, the model's own
+        answer: its probabilities, then the nearest training images of the class answered."""
         hybrid, k = self.idm, min(k, self.max_k)
         scores, dist, idx = hybrid._class_scores(hybrid._query_images(images))
         return dist[:, :k], idx[:, :k], hybrid._answer_from(scores, dist, idx, k)
@@ -526,18 +528,13 @@ class PersonalModel(Model):
 
     def _search_and_answer(self, images: np.ndarray, k: int) -> tuple[tuple, tuple | None]:
         """:meth:`_search`, and the model's own answer when it gives one (``knn-idm-hknn``:
-        one-hot probabilities, and the distances and indices of the training images behind
-        it), else None."""
+        its probabilities, and the distances and indices of the training images behind it),
+        else None."""
         samples = self._samples
         features = self.references.features(images)
         k = min(k, self.n_training + len(samples.ids))
         with self.search_context():
-            search_with_answer = getattr(self.references, "search_with_answer", None)
-            if search_with_answer is None:
-                distances, indices = self.references.search(features, k)
-                answer = None
-            else:
-                distances, indices, answer = search_with_answer(features, k)
+            distances, indices, answer = self.references.search(features, k)
             if len(samples.ids):
                 s_dist = self.references.distances(features, samples.features)
         if len(samples.ids):
