@@ -22,11 +22,11 @@ import tracemalloc
 
 import numpy as np
 
-from digitrec.datasets import load_mnist
-from digitrec.hybrid import HybridClassifier, nearest_of_each_class, softmin
-from digitrec.hyperplane import LocalHyperplanes
-from digitrec.rerank import IDMClassifier, idm_features, idm_pairs
-from digitrec.scattering import ScatteringFeatures
+from digitrec.data.datasets import load_mnist
+from digitrec.features.scattering import ScatteringFeatures
+from digitrec.neighbors.hybrid import HybridClassifier, nearest_of_each_class, softmin
+from digitrec.neighbors.hyperplane import LocalHyperplanes
+from digitrec.neighbors.idm import IDMClassifier, idm_features, idm_pairs
 
 # Chosen on validation (`--validate`: train on the first 50,000, score the last 10,000).
 # Stage 1 rows vote with k=3 uniform, like the raw-pixel baseline. Validation accuracy:
@@ -102,7 +102,7 @@ IDM_BLUR = 0.5
 IDM_K = 1
 IDM_WEIGHTS = "uniform"
 
-# A second, different distance (`--validate`, digitrec.hybrid): wavelet scattering
+# A second, different distance (`--validate`, digitrec.neighbors.hybrid): wavelet scattering
 # coefficients (J=3, L=8: 1,953) of the deskewed digits, log(c + 1e-3), standardised, PCA.
 #   1-NN on them: 0.9902-0.9908 (deskewed), 0.9866-0.9876 (not); added to the IDM <= 0.9950
 #   distance to each class's whole affine PCA subspace (Bruna & Mallat's classifier, 20-200

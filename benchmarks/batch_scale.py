@@ -5,7 +5,7 @@ Two inputs, read with a full-MNIST kNN (k=3, 60,000 references):
 * 100,000 MNIST-style 28x28 tiles: the 10,000 MNIST test tiles, each shifted to ten
   positions, passed as an ``.npz`` array dataset. Nothing is decoded, so this measures
   the model and the batch machinery rather than PNG decoding.
-* 2,000 synthetic phone photos (``digitrec.synthetic.photos``, JPEG files in a folder):
+* 2,000 synthetic phone photos (``digitrec.testing.synthetic.photos``, JPEG files in a folder):
   decoding and segmentation dominate.
 
 Every configuration runs as the user runs it, ``digitrec predict-batch ... --json`` in a
@@ -18,7 +18,7 @@ process. Prints one table and exits 0.
     python benchmarks/batch_scale.py [--tiles 100000] [--photos 2000] [--workdir DIR]
 
 With ``--references 60000,240000,540000`` it prints instead how one worker's cost grows with
-the reference set (MNIST's training images plus shifted copies, ``digitrec.augment``): the
+the reference set (MNIST's training images plus shifted copies, ``digitrec.features.augment``): the
 bytes shipped to each worker, the memory the model takes in a worker (references plus the
 index over them), digits per second on one core for exact kNN, and the same for a faiss
 IVF-PQ index (faiss-cpu, the ``bench`` extra) when installed.
@@ -54,7 +54,8 @@ CONFIGS = [
 
 
 def prepare_model(workdir: Path) -> Path:
-    from digitrec import datasets, models
+    from digitrec import models
+    from digitrec.data import datasets
 
     directory = workdir / "knn-mnist"
     if not (directory / "model.json").exists():
@@ -64,7 +65,7 @@ def prepare_model(workdir: Path) -> Path:
 
 
 def prepare_tiles(workdir: Path, count: int) -> tuple[Path, list[str]]:
-    from digitrec import datasets
+    from digitrec.data import datasets
 
     path = workdir / f"tiles-{count}.npz"
     test = datasets.load("mnist")
@@ -77,7 +78,7 @@ def prepare_tiles(workdir: Path, count: int) -> tuple[Path, list[str]]:
 
 
 def prepare_photos(workdir: Path, count: int) -> tuple[Path, list[str]]:
-    from digitrec import synthetic
+    from digitrec.testing import synthetic
 
     folder = workdir / f"photos-{count}"
     labels_file = folder / "labels.json"
@@ -148,7 +149,7 @@ def run(model: Path, source: Path, output: Path, options: list[str], chunk: int 
 
 
 def accuracy(output: Path, labels: list[str]) -> float:
-    from digitrec.batch import read_output
+    from digitrec.apps.batch import read_output
 
     texts = [row["text"] for row in read_output(output)]
     return float(np.mean([text == label for text, label in zip(texts, labels, strict=True)]))
@@ -161,9 +162,9 @@ def references(n: int, n_queries: int = 2000) -> dict:
     import psutil
     from threadpoolctl import threadpool_limits
 
-    from digitrec import datasets
-    from digitrec.augment import augment
-    from digitrec.neighbors import KNNClassifier, vote
+    from digitrec.data import datasets
+    from digitrec.features.augment import augment
+    from digitrec.neighbors.knn import KNNClassifier, vote
 
     mnist = datasets.load("mnist")
     copies = -(-n // len(mnist.y_train))

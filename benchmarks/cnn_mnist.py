@@ -29,8 +29,8 @@ from typing import Any
 def run_cnn(
     epochs: int, threads: int | None, seed: int, verbose: bool, limit: int | None
 ) -> dict[str, Any]:
-    from digitrec.cnn import CNNClassifier
-    from digitrec.datasets import load_mnist
+    from digitrec.data.datasets import load_mnist
+    from digitrec.nets.cnn import CNNClassifier
 
     ds = load_mnist()
     model = CNNClassifier(epochs=epochs, n_threads=threads, seed=seed, verbose=verbose)
@@ -62,7 +62,7 @@ def run_knn() -> dict[str, Any]:
     """The tutorials' model: scikit-learn kNN, k=3, raw pixels, brute force."""
     from sklearn.neighbors import KNeighborsClassifier
 
-    from digitrec.datasets import load_mnist
+    from digitrec.data.datasets import load_mnist
 
     ds = load_mnist()
     model = KNeighborsClassifier(n_neighbors=3, algorithm="brute")
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from digitrec.cnn import CNNClassifier
+    from digitrec.nets.cnn import CNNClassifier
 
     epochs = args.epochs or CNNClassifier().epochs
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)

@@ -1,6 +1,6 @@
 """The registry's models side by side on full MNIST (60,000 train, 10,000 test images).
 
-Runs :func:`digitrec.compare.compare` with its default models (knn, random-forest,
+Runs :func:`digitrec.evaluation.compare.compare` with its default models (knn, random-forest,
 linear-svc, cnn, and svc-rbf on a stratified 10,000-image subset of the training split) and
 prints one table: accuracy, fit seconds (wall clock and CPU), predict seconds per 1,000
 images, the saved model's size, and the peak resident memory of the child process that ran
@@ -22,7 +22,7 @@ import os
 import sys
 import time
 
-from digitrec import compare
+from digitrec.evaluation import compare
 
 
 def main(argv: list[str] | None = None) -> int:

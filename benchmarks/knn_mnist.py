@@ -23,7 +23,7 @@ def _peak_mb() -> float:
 
 
 def _mnist():
-    from digitrec.datasets import load_mnist
+    from digitrec.data.datasets import load_mnist
 
     data = load_mnist()
     return (

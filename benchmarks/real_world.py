@@ -7,7 +7,7 @@
 
 Every image goes the way ``digitrec predict`` takes it: encoded bytes -> ``load_image`` ->
 ``recognize.read_image`` (segmentation, then the model on each 28x28 tile). The sets come
-from :mod:`digitrec.synthetic`, deterministic for a seed:
+from :mod:`digitrec.testing.synthetic`, deterministic for a seed:
 
 - ``photos``: one digit per phone-photo-like JPEG (each digit equally often);
 - ``numbers``: phone photos of 1- to 5-digit numbers, scored by exact string match;
@@ -41,9 +41,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from digitrec import config, datasets, models, synthetic
-from digitrec.images import load_image
-from digitrec.recognize import read_image
+from digitrec import config, models
+from digitrec.data import datasets
+from digitrec.data.images import load_image
+from digitrec.reading.recognize import read_image
+from digitrec.testing import synthetic
 
 GOALS = {"photos": 0.97, "numbers": 0.90, "drawings": 0.97, "uci": 0.95}
 DRAWING_BACKGROUNDS = ("white", "transparent", "black", "transparent-light")

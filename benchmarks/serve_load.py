@@ -35,7 +35,9 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from digitrec import config, datasets, models, synthetic
+from digitrec import config, models
+from digitrec.data import datasets
+from digitrec.testing import synthetic
 
 GOALS_MS = {"canvas": 50.0, "photo": 300.0}  # p99 goals on a 2-core machine
 

@@ -21,8 +21,8 @@ import numpy as np
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 
-from digitrec import tuning
-from digitrec.datasets import Dataset, load_mnist
+from digitrec.data.datasets import Dataset, load_mnist
+from digitrec.evaluation import tuning
 
 GRID = {"n_neighbors": list(range(2, 19, 2)), "p": [1, 2, 3], "weights": ["uniform", "distance"]}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from digitrec import datasets
+from digitrec.data import datasets
 
 # Debian's Chromium for the browser tests (Playwright never downloads a browser here), with the
 # flags that keep it off the network.

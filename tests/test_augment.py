@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from digitrec.augment import augment, augmentation_transforms
 from digitrec.errors import ParameterError
+from digitrec.features.augment import augment, augmentation_transforms
 
 
 def digits() -> tuple[np.ndarray, np.ndarray]:

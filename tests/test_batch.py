@@ -19,10 +19,11 @@ pytest.importorskip("pyarrow")
 
 from distributed import Client, LocalCluster  # noqa: E402
 
-from digitrec import batch, models  # noqa: E402
+from digitrec import models  # noqa: E402
+from digitrec.apps import batch  # noqa: E402
+from digitrec.data.images import load_image  # noqa: E402
 from digitrec.errors import DatasetError, DigitrecError, ParameterError  # noqa: E402
-from digitrec.images import load_image  # noqa: E402
-from digitrec.recognize import read_image  # noqa: E402
+from digitrec.reading.recognize import read_image  # noqa: E402
 
 N_TILES = 280
 N_STRIPS = 24
@@ -338,7 +339,7 @@ def test_the_command_line_reports_a_bad_output_name_in_one_line(model_dir, image
     ],
 )
 def test_cross_validation_on_the_cluster_scores_exactly_as_tune(cluster, uci, kind, grid):
-    from digitrec import tuning
+    from digitrec.evaluation import tuning
 
     here = tuning.tune(kind, uci, grid, folds=3, progress=False)
     there = batch.tune_on_dask(

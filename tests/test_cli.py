@@ -13,7 +13,7 @@ import pytest
 from conftest import run_digitrec
 from PIL import Image
 
-from digitrec import datasets
+from digitrec.data import datasets
 
 run = run_digitrec
 

@@ -17,9 +17,9 @@ from sklearn.datasets import load_digits
 
 pytest.importorskip("torch")
 
-from digitrec import cnn  # noqa: E402
-from digitrec.cnn import CNNClassifier  # noqa: E402
 from digitrec.errors import ModelFileError, ParameterError  # noqa: E402
+from digitrec.nets import cnn  # noqa: E402
+from digitrec.nets.cnn import CNNClassifier  # noqa: E402
 
 FAST = {"epochs": 2, "batch_size": 32, "n_threads": 1}
 
@@ -118,7 +118,7 @@ def test_export_import_round_trip_through_json_is_exact(fitted, data):
 
 
 def test_round_trip_through_the_model_store(fitted, data, tmp_path):
-    from digitrec import store
+    from digitrec.persistence import model_store as store
 
     _, _, X_test, _ = data
     state, arrays = fitted._export_state()
@@ -135,7 +135,7 @@ def test_round_trip_through_the_model_store(fitted, data, tmp_path):
 def test_round_trip_as_a_pipeline_step_through_serialize(fitted, data):
     from sklearn.pipeline import Pipeline
 
-    from digitrec import serialize
+    from digitrec.persistence import serialize
 
     _, _, X_test, _ = data
     state, arrays = serialize.export_state(Pipeline([("cnn", fitted)]))
@@ -270,7 +270,7 @@ def test_parameters_are_stored_unchanged_and_clone():
 
 
 def test_importing_digitrec_cnn_does_not_import_torch():
-    code = "import sys, digitrec, digitrec.cnn; assert 'torch' not in sys.modules"
+    code = "import sys, digitrec, digitrec.nets.cnn; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -284,7 +284,7 @@ def test_missing_torch_gives_the_install_hint():
         "        if name.split('.')[0] == 'torch':\n"
         "            raise ModuleNotFoundError(name=name)\n"
         "sys.meta_path.insert(0, NoTorch())\n"
-        "from digitrec.cnn import CNNClassifier\n"
+        "from digitrec.nets.cnn import CNNClassifier\n"
         "from digitrec.errors import ParameterError\n"
         "try:\n"
         "    CNNClassifier().fit(np.zeros((20, 28, 28)), np.arange(20) % 2)\n"

@@ -9,9 +9,10 @@ import pytest
 from conftest import run_digitrec
 from PIL import Image
 
-from digitrec import compare, models
+from digitrec import models
 from digitrec.errors import DatasetError, ParameterError
-from digitrec.evaluate import evaluate
+from digitrec.evaluation import compare
+from digitrec.evaluation.metrics import evaluate
 
 
 @pytest.fixture(scope="module")

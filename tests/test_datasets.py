@@ -17,8 +17,8 @@ from PIL import Image, ImageDraw
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from digitrec import datasets
-from digitrec.datasets import mnist_from_hub_pickle, parse_idx
+from digitrec.data import datasets
+from digitrec.data.datasets import mnist_from_hub_pickle, parse_idx
 from digitrec.errors import DatasetError
 
 # MNIST's published per-digit counts (digits 0..9) for the 60,000/10,000 split.
@@ -388,8 +388,8 @@ def _digit_png(path: Path, digit: int, variant: int) -> None:
 
 
 def test_folder_dataset_reads_labelled_images_as_mnist_tiles(tmp_path):
-    from digitrec.images import load_image
-    from digitrec.preprocess import to_mnist_tile
+    from digitrec.data.images import load_image
+    from digitrec.reading.segment import to_mnist_tile
 
     expected: dict[int, list[np.ndarray]] = {}
     for digit in (0, 3, 7):

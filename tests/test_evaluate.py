@@ -8,8 +8,9 @@ import warnings
 import numpy as np
 import pytest
 
-from digitrec import evaluate, models
-from digitrec.evaluate import evaluation_of
+from digitrec import models
+from digitrec.evaluation import metrics as evaluate
+from digitrec.evaluation.metrics import evaluation_of
 
 # Ten answers over three classes. By hand:
 #   confusion (rows true, columns predicted): 0: [2 1 0]   1: [0 2 0]   2: [2 1 2]

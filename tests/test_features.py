@@ -8,9 +8,8 @@ import pytest
 from sklearn.base import clone
 from sklearn.pipeline import make_pipeline
 
-from digitrec import serialize
 from digitrec.errors import ParameterError
-from digitrec.features import (
+from digitrec.features.transformers import (
     CenterOfMass,
     Deskew,
     Flatten,
@@ -19,6 +18,7 @@ from digitrec.features import (
     as_images,
     image_moments,
 )
+from digitrec.persistence import serialize
 
 
 def skew(images: np.ndarray) -> np.ndarray:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from digitrec import models, serialize
+from digitrec import models
 from digitrec.errors import ModelFileError, ParameterError
-from digitrec.hybrid import HybridClassifier
-from digitrec.hyperplane import LocalHyperplanes
-from digitrec.rerank import IDMClassifier
-from digitrec.scattering import ScatteringFeatures, scattering_coefficients
+from digitrec.features.scattering import ScatteringFeatures, scattering_coefficients
+from digitrec.neighbors.hybrid import HybridClassifier
+from digitrec.neighbors.hyperplane import LocalHyperplanes
+from digitrec.neighbors.idm import IDMClassifier
+from digitrec.persistence import serialize
 
 # --- k-local hyperplanes ----------------------------------------------------------------
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitrec import images
+from digitrec.data import images
+from digitrec.data.images import load_image
 from digitrec.errors import ImageError
-from digitrec.images import load_image
 
 
 def _encode(im: Image.Image, fmt: str, **options) -> bytes:

@@ -8,7 +8,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.utils.estimator_checks import check_estimator
 
 from digitrec import KNNClassifier
-from digitrec.search import NeighborIndex
+from digitrec.neighbors.search import NeighborIndex
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from digitrec import synthetic
-from digitrec.images import load_image
-from digitrec.preprocess import NO_INK, Segmentation, segment, to_mnist_tile
+from digitrec.data.images import load_image
+from digitrec.reading.segment import NO_INK, Segmentation, segment, to_mnist_tile
+from digitrec.testing import synthetic
 
 
 @pytest.fixture(scope="module")
@@ -402,9 +402,9 @@ def test_non_greyscale_input_is_a_programming_error():
 
 @pytest.fixture(scope="module")
 def mnist():
-    datasets = pytest.importorskip("digitrec.datasets")
+    datasets = pytest.importorskip("digitrec.data.datasets")
     if not datasets.mnist_cache_path().exists():
-        pytest.skip("MNIST cache absent: python -c 'import digitrec.datasets as d; d.load_mnist()'")
+        pytest.skip("MNIST cache absent: digitrec data fetch mnist")
     return datasets.load_mnist()
 
 

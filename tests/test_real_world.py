@@ -1,6 +1,6 @@
 """Issue 5's pain points, end to end through `digitrec predict` as a user runs it.
 
-Each pain point is a deterministic image from :func:`digitrec.synthetic.pain_point` (a JPEG
+Each pain point is a deterministic image from :func:`digitrec.testing.synthetic.pain_point` (a JPEG
 stored sideways with EXIF orientation 6, a transparent PNG, white strokes on black, a photo
 half in shadow, a number whose digits touch, a blank page) read by a kNN model trained on
 MNIST. Hostile inputs (a decompression bomb with real pixel data behind its header, a
@@ -23,10 +23,11 @@ import pytest
 from conftest import run_digitrec
 from PIL import Image
 
-from digitrec import models, synthetic
-from digitrec.images import load_image
-from digitrec.recognize import read_image
-from digitrec.robust import distort, frame_like_mnist
+from digitrec import models
+from digitrec.data.images import load_image
+from digitrec.nets.robust import distort, frame_like_mnist
+from digitrec.reading.recognize import read_image
+from digitrec.testing import synthetic
 
 EXPECTED = {
     "exif-rotated-jpeg": "47",
@@ -252,7 +253,7 @@ def test_cli_refuses_bomb_and_huge_upload_with_one_line_each(model_dir, hostile_
 MEASURE = """
 import resource, sys
 from digitrec.errors import ImageError
-from digitrec.images import load_image
+from digitrec.data.images import load_image
 
 def peak_kb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -292,7 +293,7 @@ def test_refusal_takes_no_memory_to_speak_of(hostile_files, name, how):
     assert int(growth.split()[1]) < 16 * 1024
 
 
-# --- training-time robustness (digitrec.robust) --------------------------------------------
+# --- training-time robustness (digitrec.nets.robust) --------------------------------------------
 
 
 def test_distort_is_deterministic_and_framed_like_mnist(mnist):
@@ -370,7 +371,7 @@ def test_cnn_robust_kind_trains_saves_and_loads(mnist, tmp_path):
 
 
 def test_robust_cnn_validates_on_originals_and_trains_on_their_copies_only():
-    from digitrec.robust import RobustCNNClassifier
+    from digitrec.nets.robust import RobustCNNClassifier
 
     estimator = RobustCNNClassifier(copies=2, validation_fraction=0.2)
     labels = np.repeat(np.arange(10), 10)

@@ -11,9 +11,11 @@ import pytest
 from conftest import run_digitrec
 from PIL import Image
 
-from digitrec import datasets, models, report
+from digitrec import models
+from digitrec.data import datasets
 from digitrec.errors import DigitrecError
-from digitrec.evaluate import evaluate
+from digitrec.evaluation import report
+from digitrec.evaluation.metrics import evaluate
 
 IMG_SRC = re.compile(r"<img\b[^>]*\bsrc=\"([^\"]*)\"")
 

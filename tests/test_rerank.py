@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from digitrec.augment import augment
 from digitrec.errors import ParameterError
-from digitrec.rerank import (
+from digitrec.features.augment import augment
+from digitrec.neighbors.idm import (
     IDMClassifier,
     idm_distance,
     idm_features,

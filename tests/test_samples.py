@@ -10,10 +10,11 @@ import pytest
 from conftest import run_digitrec
 from PIL import Image
 
-from digitrec import datasets, models, synthetic
-from digitrec.images import load_image
-from digitrec.neighbors import KNNClassifier
-from digitrec.samples import (
+from digitrec import models
+from digitrec.data import datasets
+from digitrec.data.images import load_image
+from digitrec.neighbors.knn import KNNClassifier
+from digitrec.persistence.sample_db import (
     PersonalModel,
     Sample,
     SampleError,
@@ -24,6 +25,7 @@ from digitrec.samples import (
     import_folder,
     weighted_vote,
 )
+from digitrec.testing import synthetic
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from sklearn.svm import SVC
 
-from digitrec import models, serialize, store
+from digitrec import models
 from digitrec.errors import ModelFileError, ParameterError
+from digitrec.persistence import model_store as store
+from digitrec.persistence import serialize
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +219,7 @@ def test_cnn_trains_saves_and_loads_through_the_registry(mnist, tmp_path):
 
 
 def test_cnn_registry_defaults_are_the_classifier_defaults():
-    from digitrec.cnn import CNNClassifier
+    from digitrec.nets.cnn import CNNClassifier
 
     own = CNNClassifier().get_params()
     del own["verbose"]  # a display setting, not part of the model

@@ -12,9 +12,9 @@ import pytest
 import sklearn
 
 import digitrec
-from digitrec import store
 from digitrec.errors import ModelFileError
-from digitrec.store import ModelFile
+from digitrec.persistence import model_store as store
+from digitrec.persistence.model_store import ModelFile
 
 
 def sample_model(scale: int = 1) -> ModelFile:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitrec import synthetic
+from digitrec.data.images import load_image
 from digitrec.errors import DatasetError
-from digitrec.images import load_image
+from digitrec.testing import synthetic
 
 
 def test_handwriting_fonts_are_installed_files():

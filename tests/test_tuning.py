@@ -9,8 +9,8 @@ from scipy.spatial.distance import cdist
 from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 
-from digitrec import tuning
 from digitrec.errors import ParameterError
+from digitrec.evaluation import tuning
 
 GRID = {"n_neighbors": [2, 4, 6, 8, 10], "p": [1, 2, 3], "weights": ["uniform", "distance"]}
 

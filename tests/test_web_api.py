@@ -12,12 +12,13 @@ from conftest import run_digitrec, serving
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from digitrec import models, synthetic
+from digitrec import models
+from digitrec.apps.web.app import create_app
+from digitrec.data.images import load_image
 from digitrec.errors import ModelFileError
-from digitrec.images import load_image
-from digitrec.recognize import read_image
-from digitrec.samples import SampleStore, database_path
-from digitrec.web.app import create_app
+from digitrec.persistence.sample_db import SampleStore, database_path
+from digitrec.reading.recognize import read_image
+from digitrec.testing import synthetic
 
 # Small limits, so the tests send kilobytes, not the default megabytes.
 MAX_IMAGE_BYTES = 200_000

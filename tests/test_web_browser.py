@@ -17,7 +17,8 @@ import pytest
 from conftest import serving
 from PIL import Image
 
-from digitrec import models, synthetic
+from digitrec import models
+from digitrec.testing import synthetic
 
 PHONE = {"width": 360, "height": 740}
 DESKTOP = {"width": 1280, "height": 800}

@@ -2,7 +2,7 @@
 
 Every kind builds a scikit-learn estimator that takes uint8 image arrays ``(n, h, w)``.
 A trained :class:`Model` carries its estimator and what it was trained on, and is saved as a
-model directory (:mod:`digitrec.store`) holding only JSON and numeric arrays.
+model directory (:mod:`digitrec.persistence.model_store`) holding only JSON and numeric arrays.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 
-from . import serialize, store
-from .datasets import Dataset
-from .errors import ModelFileError, ParameterError
+from digitrec.data.datasets import Dataset
+from digitrec.errors import ModelFileError, ParameterError
+from digitrec.persistence import model_store as store
+from digitrec.persistence import serialize
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def _flatten():
     {"n_neighbors": 3, "weights": "uniform", "metric": "minkowski", "p": 2},
 )
 def _build_knn(**params):
-    from .neighbors import KNNClassifier
+    from digitrec.neighbors.knn import KNNClassifier
 
     return Pipeline([("flatten", _flatten()), ("knn", KNNClassifier(**params))])
 
@@ -302,7 +303,7 @@ def _build_svc_rbf(**params):
 
 @register(
     "cnn",
-    "small convolutional network, 28x28 images only, needs the cnn extra (digitrec.cnn)",
+    "small convolutional network, 28x28 images only, needs the cnn extra (digitrec.nets.cnn)",
     {
         "epochs": 6,
         "batch_size": 128,
@@ -315,14 +316,16 @@ def _build_svc_rbf(**params):
     },
 )
 def _build_cnn(**params):
-    from .cnn import CNNClassifier  # imports torch only when it trains or loads weights
+    from digitrec.nets.cnn import (
+        CNNClassifier,  # imports torch only when it trains or loads weights
+    )
 
     return CNNClassifier(**params)
 
 
 @register(
     "knn-idm",
-    "kNN on deskewed digits re-ranked by the image distortion model (digitrec.rerank)",
+    "kNN on deskewed digits re-ranked by the image distortion model (digitrec.neighbors.idm)",
     {
         "n_neighbors": 1,
         "weights": "uniform",
@@ -340,7 +343,7 @@ def _build_cnn(**params):
     },
 )
 def _build_knn_idm(**params):
-    from .rerank import IDMClassifier
+    from digitrec.neighbors.idm import IDMClassifier
 
     return IDMClassifier(**params)
 
@@ -348,7 +351,7 @@ def _build_knn_idm(**params):
 @register(
     "knn-idm-hknn",
     "knn-idm's nearest-neighbour distance plus the k-local hyperplane distance on wavelet "
-    "scattering features (digitrec.hybrid); the most accurate model, and the best reader "
+    "scattering features (digitrec.neighbors.hybrid); the most accurate model, and the best reader "
     "of handwriting unlike MNIST's (benchmarks/real_world.py)",
     {
         **REGISTRY["knn-idm"].defaults,
@@ -360,7 +363,7 @@ def _build_knn_idm(**params):
     },
 )
 def _build_knn_idm_hknn(**params):
-    from .hybrid import HybridClassifier
+    from digitrec.neighbors.hybrid import HybridClassifier
 
     return HybridClassifier(**params)
 
@@ -368,10 +371,10 @@ def _build_knn_idm_hknn(**params):
 @register(
     "cnn-robust",
     "the cnn trained on MNIST plus elastically distorted, slanted, thickened and thinned "
-    "copies (digitrec.robust); needs the cnn extra",
+    "copies (digitrec.nets.robust); needs the cnn extra",
     {**REGISTRY["cnn"].defaults, "copies": 1, "distortion_seed": 0},
 )
 def _build_cnn_robust(**params):
-    from .robust import RobustCNNClassifier  # imports torch only when it trains
+    from digitrec.nets.robust import RobustCNNClassifier  # imports torch only when it trains
 
     return RobustCNNClassifier(**params)

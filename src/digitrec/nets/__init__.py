@@ -1,0 +1,1 @@
+"""digitrec.nets."""
