@@ -340,9 +340,10 @@ def test_the_command_line_reports_a_bad_output_name_in_one_line(model_dir, image
 )
 def test_cross_validation_on_the_cluster_scores_exactly_as_tune(cluster, uci, kind, grid):
     from digitrec.evaluation import tuning
+    from digitrec.evaluation.dask_runner import tune_on_dask
 
     here = tuning.tune(kind, uci, grid, folds=3, progress=False)
-    there = batch.tune_on_dask(
+    there = tune_on_dask(
         kind, uci, grid, folds=3, scheduler=cluster.scheduler_address, progress=False
     )
     assert [(p.params, p.scores) for p in there.results] == [

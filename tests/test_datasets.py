@@ -389,7 +389,7 @@ def _digit_png(path: Path, digit: int, variant: int) -> None:
 
 def test_folder_dataset_reads_labelled_images_as_mnist_tiles(tmp_path):
     from digitrec.data.images import load_image
-    from digitrec.reading.segment import to_mnist_tile
+    from digitrec.reading.framing import to_mnist_tile
 
     expected: dict[int, list[np.ndarray]] = {}
     for digit in (0, 3, 7):

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from digitrec.data.images import load_image
-from digitrec.reading.segment import NO_INK, Segmentation, segment, to_mnist_tile
+from digitrec.reading.framing import to_mnist_tile
+from digitrec.reading.ink import NO_INK
+from digitrec.reading.segment import Segmentation, segment
 from digitrec.testing import synthetic
 
 

@@ -25,7 +25,8 @@ from PIL import Image
 
 from digitrec import models
 from digitrec.data.images import load_image
-from digitrec.nets.robust import distort, frame_like_mnist
+from digitrec.features.augment import distort
+from digitrec.reading.framing import frame_like_mnist
 from digitrec.reading.recognize import read_image
 from digitrec.testing import synthetic
 

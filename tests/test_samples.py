@@ -14,16 +14,14 @@ from digitrec import models
 from digitrec.data import datasets
 from digitrec.data.images import load_image
 from digitrec.neighbors.knn import KNNClassifier
+from digitrec.neighbors.personal import PersonalModel, exact_distances, weighted_vote
 from digitrec.persistence.sample_db import (
-    PersonalModel,
     Sample,
     SampleError,
     SampleStore,
     database_path,
-    exact_distances,
     export_folder,
     import_folder,
-    weighted_vote,
 )
 from digitrec.testing import synthetic
 

@@ -14,6 +14,7 @@ import sklearn
 import digitrec
 from digitrec.errors import ModelFileError
 from digitrec.persistence import model_store as store
+from digitrec.persistence.atomic import atomic_write_bytes
 from digitrec.persistence.model_store import ModelFile
 
 
@@ -310,14 +311,14 @@ def test_save_into_an_existing_empty_directory_is_allowed(tmp_path):
 
 def test_atomic_write_bytes_keeps_the_old_file_when_the_rename_fails(tmp_path, monkeypatch):
     target = tmp_path / "data.bin"
-    store.atomic_write_bytes(target, b"old contents")
+    atomic_write_bytes(target, b"old contents")
 
     def failing_replace(src, dst):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError):
-        store.atomic_write_bytes(target, b"new contents")
+        atomic_write_bytes(target, b"new contents")
     monkeypatch.undo()
     assert target.read_bytes() == b"old contents"
     assert entries(tmp_path) == ["data.bin"]  # the temporary file is gone too

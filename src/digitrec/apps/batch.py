@@ -26,9 +26,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +34,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from digitrec import models
-from digitrec.data.datasets import Dataset
+from digitrec.data.folders import READABLE_SUFFIXES, labelled_image_files
 from digitrec.data.images import load_image
 from digitrec.errors import DatasetError, DigitrecError, ParameterError
-from digitrec.evaluation import tuning
+from digitrec.evaluation.dask_runner import dask_client, scheduler_choice
 from digitrec.persistence import model_store as store
+from digitrec.persistence.atomic import atomic_write_bytes, atomic_write_text
+from digitrec.reading.framing import to_mnist_tile
 from digitrec.reading.recognize import Reading, find_digits, read_tiles
-from digitrec.reading.segment import Segmentation, to_mnist_tile
+from digitrec.reading.segment import Segmentation
 
 COLUMNS = ("path", "text", "digits", "probabilities", "diagnosis", "error")
 # Chunks: about 64 per input, so even a small cluster gets several per worker thread, of
@@ -52,10 +52,9 @@ MIN_CHUNK_SIZE = 16
 MAX_CHUNK_SIZE = 500
 PARTS_FORMAT = "digitrec-batch-parts"
 PARTS_FORMAT_VERSION = 1
-READABLE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})  # as datasets.load_folder
 # A folder input also takes formats that load_image refuses, so each gets a row saying why
 # it was not read instead of vanishing silently.
-IMAGE_SUFFIXES = READABLE_SUFFIXES | {".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
+LISTED_SUFFIXES = READABLE_SUFFIXES | {".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
 _OUTPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 
 
@@ -112,7 +111,7 @@ def resolve_input(spec: str | Path) -> BatchInput:
         files = sorted(
             p
             for p in path.rglob("*")
-            if p.suffix.lower() in IMAGE_SUFFIXES
+            if p.suffix.lower() in LISTED_SUFFIXES
             and p.is_file()
             and not any(part.startswith(".") for part in p.relative_to(path).parts)
         )
@@ -133,15 +132,7 @@ def _files_input(names: list[str], spec: str, single_digit: bool) -> BatchInput:
 
 
 def _folder_dataset(path: Path, spec: str) -> BatchInput:
-    if not path.is_dir():
-        raise DatasetError(f"folder dataset {str(path)!r} is not a directory")
-    files = [
-        str(file)
-        for digit in range(10)
-        if (path / str(digit)).is_dir()
-        for file in sorted((path / str(digit)).iterdir())
-        if file.suffix.lower() in READABLE_SUFFIXES
-    ]
+    files = [str(file) for file, _ in labelled_image_files(path)]
     if not files:
         raise DatasetError(f"folder dataset {str(path)!r} has no images in 0/..9/")
     return _files_input(files, spec, single_digit=True)
@@ -300,7 +291,7 @@ def predict_batch(
     output_format = _output_format(output)
     if chunk_size is not None and chunk_size < 1:
         raise ParameterError(f"--chunk-size must be at least 1, got {chunk_size}")
-    scheduler = _scheduler_choice(scheduler, workers)
+    scheduler = scheduler_choice(scheduler, workers)
     _require_pyarrow()
     model_dir = Path(model_dir)
     model = models.load(model_dir)
@@ -356,19 +347,6 @@ def default_chunk_size(n_images: int) -> int:
     return max(MIN_CHUNK_SIZE, min(MAX_CHUNK_SIZE, -(-n_images // TARGET_CHUNKS)))
 
 
-def _scheduler_choice(scheduler: str, workers: int | None) -> str:
-    if workers is not None and workers < 0:
-        raise ParameterError(f"--workers must be 0 or more, got {workers}")
-    if scheduler == "none" or workers == 0:
-        return "none"
-    if scheduler != "local" and workers is not None:
-        raise ParameterError(
-            "--workers starts a local cluster; with --scheduler ADDRESS the cluster's own "
-            "workers are used"
-        )
-    return scheduler
-
-
 def _run_here(model, batch: BatchInput, chunk_size: int, pending: list[int]) -> Iterator:
     for index in pending:
         yield index, predict_chunk(model, batch.chunk(index, chunk_size))
@@ -380,7 +358,7 @@ def _run_on_dask(
     """Chunks as Dask tasks, yielded as they finish; a few per worker thread in flight."""
     if not pending:
         return
-    with _dask_client(scheduler, workers) as client:
+    with dask_client(scheduler, workers) as client:
         from distributed import as_completed
 
         shared = client.scatter(model, broadcast=True, hash=False)
@@ -410,44 +388,6 @@ def _run_on_dask(
             if following is not None:
                 running.add(submit(following))
             yield index, columns
-
-
-@contextmanager
-def _dask_client(scheduler: str, workers: int | None):
-    try:
-        import dask
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise DigitrecError(
-            "Dask is not installed: pip install 'digitrec[dask]', or use --scheduler none"
-        ) from None
-    if scheduler != "local":
-        try:
-            client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError) as exc:
-            raise DigitrecError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
-        with client:
-            yield client
-        return
-    n_workers = workers if workers is not None else (os.cpu_count() or 1)
-    # One single-threaded process per core. Dask's nanny sets the OpenMP/MKL/OpenBLAS
-    # threads to 1; numba's and OpenCV's pools must be told too, or every worker would
-    # start a thread per core (measured: OpenCV kept 2 threads in each worker otherwise).
-    # The nanny's MALLOC_TRIM_THRESHOLD_ also turns off glibc's adaptive mmap threshold,
-    # which made segmenting photos 1.5-1.9x slower per chunk (measured); left unset here.
-    no_trim = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
-    with (
-        dask.config.set(no_trim),
-        LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address="127.0.0.1:0",  # the default :8787 may belong to another cluster
-            env={"NUMBA_NUM_THREADS": "1", "OPENCV_FOR_THREADS_NUM": "1"},
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
 
 
 # --- parts, manifest, output -----------------------------------------------------------------
@@ -516,7 +456,7 @@ def _check_or_write_manifest(parts: Path, manifest: dict) -> None:
         )
     if parts.exists() and any(parts.iterdir()):
         raise DigitrecError(f"{parts} exists without a manifest; not writing into it")
-    store.atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True))
+    atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True))
 
 
 def _part_is_complete(parts: Path, index: int, batch: BatchInput, chunk_size: int) -> bool:
@@ -539,14 +479,14 @@ def _write_part(parts: Path, index: int, columns: dict[str, list]) -> None:
 
     sink = pa.BufferOutputStream()
     pq.write_table(pa.table(columns, schema=_schema()), sink)
-    store.atomic_write_bytes(_part_path(parts, index), sink.getvalue().to_pybytes())
+    atomic_write_bytes(_part_path(parts, index), sink.getvalue().to_pybytes())
 
 
 def _combine(parts: Path, n_chunks: int, output: Path, output_format: str) -> tuple[int, int]:
     """Concatenate the parts in order into ``output``; returns (rows, error rows).
 
     Streamed part by part into a temporary file that is renamed over ``output`` at the end
-    (the streaming form of ``store.atomic_write_bytes``): memory stays at one part.
+    (the streaming form of ``atomic_write_bytes``): memory stays at one part.
     """
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
@@ -587,80 +527,3 @@ def read_output(path: str | Path) -> list[dict[str, Any]]:
         column_types=_schema(), strings_can_be_null=True, quoted_strings_can_be_null=False
     )
     return pcsv.read_csv(path, convert_options=options).to_pylist()
-
-
-# --- cross-validation on a cluster -----------------------------------------------------------
-
-
-def tune_on_dask(
-    kind: str,
-    dataset: Dataset,
-    grid: dict[str, list] | None = None,
-    folds: int = 5,
-    *,
-    scheduler: str = "local",
-    workers: int | None = None,
-    refit: bool = True,
-    progress: bool = True,
-) -> tuning.TuneResult:
-    """:func:`digitrec.evaluation.tuning.tune` with its folds and grid points run as Dask tasks.
-
-    Same folds, same scores, same best point, same refit: the tasks call tuning's own
-    scoring on one fold each. The training images go to every worker once. kNN points that
-    share a metric stay in one task, so each fold is still searched once per metric; other
-    kinds make one task per grid point and fold. ``scheduler`` and ``workers`` are as for
-    :func:`predict_batch` (``"none"`` or 0 runs :func:`digitrec.evaluation.tuning.tune` itself).
-    """
-    scheduler = _scheduler_choice(scheduler, workers)
-    if scheduler == "none":
-        return tuning.tune(kind, dataset, grid, folds=folds, refit=refit, progress=progress)
-    with _dask_client(scheduler, workers) as client:
-        return tuning.tune(
-            kind,
-            dataset,
-            grid,
-            folds=folds,
-            refit=refit,
-            progress=progress,
-            scores_on_folds=partial(_dask_cv_scores, client),
-        )
-
-
-def _dask_cv_scores(client, kind: str, dataset: Dataset, points, splits, progress: bool):
-    """:func:`digitrec.evaluation.tuning.cv_scores`, one Dask task per group of points and fold."""
-    from distributed import as_completed
-
-    tasks = [(members, f) for members in _task_groups(kind, points) for f in range(len(splits))]
-    scores = [[0.0] * len(splits) for _ in points]
-    # The workers score folds of the training split only; the test split stays here.
-    training_only = replace(dataset, X_test=dataset.X_train[:0], y_test=dataset.y_train[:0])
-    shared = client.scatter(training_only, broadcast=True, hash=False)
-    futures = [
-        client.submit(
-            tuning.cv_scores, kind, shared, [points[i] for i in members], [splits[f]], pure=False
-        )
-        for members, f in tasks
-    ]
-    task_of = {future.key: task for future, task in zip(futures, tasks, strict=True)}
-    bar = tqdm(total=len(tasks), desc="cross-validating", unit="task", disable=not progress)
-    try:
-        for future in as_completed(futures):
-            members, f = task_of[future.key]
-            for i, column in zip(members, future.result(), strict=True):
-                scores[i][f] = column[0]
-            bar.update()
-    finally:
-        bar.close()
-    return scores
-
-
-def _task_groups(kind: str, points: list[dict]) -> list[list[int]]:
-    """Indices of the grid points scored together in one task."""
-    if kind != "knn":
-        return [[i] for i in range(len(points))]
-    defaults = models.REGISTRY["knn"].defaults
-    groups: dict[tuple, list[int]] = {}
-    for i, point in enumerate(points):
-        params = {**defaults, **point}
-        groups.setdefault((params["metric"], params["p"]), []).append(i)
-    return list(groups.values())

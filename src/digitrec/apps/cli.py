@@ -264,7 +264,7 @@ def tune_cmd(
     if scheduler is None:
         result = tuning.tune(kind, data, parsed, folds=folds, progress=not as_json)
     else:
-        from digitrec.apps.batch import tune_on_dask
+        from digitrec.evaluation.dask_runner import tune_on_dask
 
         result = tune_on_dask(
             kind, data, parsed, folds, scheduler=scheduler, workers=workers, progress=not as_json

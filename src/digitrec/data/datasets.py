@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from digitrec import config
 from digitrec.errors import DatasetError
-from digitrec.persistence.model_store import atomic_write_bytes
+from digitrec.persistence.atomic import atomic_write_bytes
 
 log = logging.getLogger("digitrec.data.datasets")
 
@@ -136,20 +136,14 @@ def load_uci_digits() -> Dataset:
 
 def load_folder(path: Path) -> Dataset:
     """A user's labelled images: ``PATH/<digit>/*.png|jpg|webp``, made MNIST-like."""
+    from digitrec.data.folders import labelled_image_files
     from digitrec.data.images import load_image
-    from digitrec.reading.segment import to_mnist_tile
+    from digitrec.reading.framing import to_mnist_tile
 
-    if not path.is_dir():
-        raise DatasetError(f"folder dataset {str(path)!r} is not a directory")
     images, labels = [], []
-    for digit in range(10):
-        folder = path / str(digit)
-        if not folder.is_dir():
-            continue
-        for file in sorted(folder.iterdir()):
-            if file.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"}:
-                images.append(to_mnist_tile(load_image(file)))
-                labels.append(digit)
+    for file, digit in labelled_image_files(path):
+        images.append(to_mnist_tile(load_image(file)))
+        labels.append(digit)
     if len(images) < 2:
         raise DatasetError(f"folder dataset {str(path)!r} has fewer than 2 images in 0/..9/")
     return split(f"folder:{path}", np.stack(images), np.array(labels, dtype=np.uint8))

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from digitrec.persistence.model_store import atomic_write_bytes  # noqa: E402
+from digitrec.persistence.atomic import atomic_write_bytes  # noqa: E402
 
 
 def save_figure(figure, path: Path, dpi: int = 120) -> Path:

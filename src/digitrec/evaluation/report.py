@@ -27,7 +27,7 @@ from digitrec import models
 from digitrec.data import datasets
 from digitrec.errors import DigitrecError
 from digitrec.evaluation.metrics import Evaluation, evaluate
-from digitrec.persistence.model_store import atomic_write_text
+from digitrec.persistence.atomic import atomic_write_text
 
 # Thumbnails are drawn this many CSS pixels wide whatever the image size (8x8 UCI or 28x28).
 THUMB_PIXELS = 48

@@ -2,7 +2,7 @@
 
 A saved model can never execute code when loaded: arrays are read with
 ``allow_pickle=False`` and every file is checked against the sha256 in ``model.json``.
-All writes are atomic: a file or a directory appears complete or not at all.
+A model directory appears complete or not at all (files: :mod:`digitrec.persistence.atomic`).
 """
 
 from __future__ import annotations
@@ -26,27 +26,6 @@ FORMAT = "digitrec-model"
 FORMAT_VERSION = 1
 MANIFEST = "model.json"
 MAX_MANIFEST_BYTES = 1 << 20
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def sha256_file(path: Path) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from digitrec.persistence.model_store import atomic_write_bytes
+from digitrec.persistence.atomic import atomic_write_bytes
 from digitrec.reading.recognize import Reading
 
 

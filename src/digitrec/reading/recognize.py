@@ -12,9 +12,9 @@ import numpy as np
 
 from digitrec.errors import ImageError
 from digitrec.models import Model
-from digitrec.reading.segment import Segmentation, segment, to_mnist_tile
+from digitrec.reading.framing import TILE, to_mnist_tile
+from digitrec.reading.segment import Segmentation, segment
 
-TILE = 28
 MARGIN = 4
 
 

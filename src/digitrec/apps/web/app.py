@@ -1,10 +1,10 @@
 """The FastAPI application: the page in ``static/`` and the JSON API it calls.
 
 ``create_app`` loads the model once; every request then reads images through
-:func:`digitrec.data.images.load_image` and :mod:`digitrec.reading.recognize`, the same path as
-``digitrec predict``. For kNN models the stored samples join the reference set at once
-(:class:`digitrec.persistence.sample_db.PersonalModel`). Bad input is answered with a status and
-``{"detail": "..."}``: 413 for bodies and images over the limits, 415 for media types that are
+:func:`digitrec.data.images.load_image` and :mod:`digitrec.reading.recognize`, the same path
+as ``digitrec predict``. For kNN models the stored samples join the reference set at once
+(:class:`digitrec.neighbors.personal.PersonalModel`). Bad input is answered with a status
+and ``{"detail": "..."}``: 413 for bodies and images over the limits, 415 for media types that are
 not images, 422 for malformed requests; never a 500.
 """
 
@@ -33,17 +33,16 @@ from digitrec import __version__, config, models
 from digitrec.data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_image
 from digitrec.errors import ImageError
 from digitrec.models import Model
+from digitrec.neighbors.personal import Neighbor, PersonalModel, learns_from_samples
 from digitrec.neighbors.search import numba_threads
 from digitrec.persistence.sample_db import (
-    Neighbor,
-    PersonalModel,
     Sample,
     SampleError,
     SampleStore,
     database_path,
     encode_png,
-    learns_from_samples,
 )
+from digitrec.reading.framing import to_mnist_tile
 from digitrec.reading.recognize import (
     Reading,
     find_digits,
@@ -51,7 +50,6 @@ from digitrec.reading.recognize import (
     readings_of,
     tiles_to_model_input,
 )
-from digitrec.reading.segment import to_mnist_tile
 
 STATIC = Path(__file__).parent / "static"
 # Base64 makes a JSON body 4/3 of the image; the rest is room for the JSON or multipart frame.
