@@ -23,11 +23,18 @@ def ranking_distances(queries: np.ndarray, references: np.ndarray, metric: str, 
     integral = np.array_equal(a, np.round(a)) and np.array_equal(b, np.round(b))
     if metric not in ("minkowski", "manhattan") or power != int(power) or not integral:
         return metric_distances(a, b, metric, p)
+    if power == 2:
+        # |a|^2 + |b|^2 - 2ab through a float64 product: every partial sum of integer pixels
+        # (at most 255^2 * 784) is far below 2^53, so the result is the exact integer.
+        a, b = a.astype(np.float64), b.astype(np.float64)
+        sums = (a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1)[None, :] - 2 * (a @ b.T)
+        return sums.astype(np.int64)
     a, b = a.astype(np.int64), b.astype(np.int64)
     sums = np.empty((len(a), len(b)), np.int64)
-    for start in range(0, len(a), 32):  # chunks keep the (32, n, d) difference array small
-        diff = np.abs(a[start : start + 32, None, :] - b[None, :, :])
-        sums[start : start + 32] = (diff ** int(power)).sum(axis=2)
+    step = max(1, 2_000_000 // (b.shape[0] * b.shape[1]))  # keeps each difference array small
+    for start in range(0, len(a), step):
+        diff = np.abs(a[start : start + step, None, :] - b[None, :, :])
+        sums[start : start + step] = (diff ** int(power)).sum(axis=2)
     return sums
 
 

@@ -138,6 +138,7 @@ def test_strips_of_three_digits_go_through_segmentation(reference):
     assert sum(count == 3 for count in counts) >= 0.75 * N_STRIPS
 
 
+@pytest.mark.slow
 def test_two_worker_processes_give_exactly_the_single_process_output(
     cluster, model_dir, images, workdir, reference
 ):
@@ -169,6 +170,7 @@ def test_an_array_dataset_reads_the_same_digits_as_the_png_files(
     assert [[r[c] for c in strip] for r in rows] == [[r[c] for c in strip] for r in tiles]
 
 
+@pytest.mark.slow
 def test_a_killed_worker_loses_no_rows_and_duplicates_none(
     model_dir, images, workdir, reference
 ):
@@ -296,6 +298,7 @@ def test_inputs_and_options_that_cannot_work_are_refused(model_dir, images, work
         )
 
 
+@pytest.mark.slow
 def test_the_command_line_runs_a_local_cluster_of_two_workers(
     mnist, model_dir, workdir, reference
 ):

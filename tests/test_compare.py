@@ -99,6 +99,7 @@ def test_explicit_models_are_checked_before_any_work():
         compare.compare("no-such-data", ["knn"], progress=False)
 
 
+@pytest.mark.slow
 def test_cli_prints_json_rows_and_writes_the_chart(tmp_path):
     done = run_digitrec(
         "compare",

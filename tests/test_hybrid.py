@@ -100,6 +100,7 @@ def test_scattering_is_stable_to_a_one_pixel_shift_where_pixels_are_not(slice_):
     assert np.median(coefs) < 0.3 * np.median(pixels)
 
 
+@pytest.mark.slow
 def test_scattering_features_round_trip_and_refuse_a_mismatched_state(slice_):
     X = slice_[0][:300]
     features = ScatteringFeatures(n_components=20)
@@ -131,6 +132,7 @@ def fitted(slice_):
     return HybridClassifier(**SMALL).fit(X, y)
 
 
+@pytest.mark.slow
 def test_hybrid_scores_are_the_idm_nearest_plus_the_weighted_hyperplane(fitted, slice_):
     _, _, X_te, _ = slice_
     images = fitted._query_images(X_te[:20])
@@ -152,6 +154,7 @@ def test_hybrid_scores_are_the_idm_nearest_plus_the_weighted_hyperplane(fitted, 
             assert scores[i, c] == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_hybrid_is_at_least_as_accurate_as_the_idm_alone_on_a_slice(fitted, slice_):
     X, y, X_te, y_te = slice_
     idm = IDMClassifier(**{k: v for k, v in SMALL.items() if k in IDMClassifier().get_params()})
@@ -179,6 +182,7 @@ def test_hybrid_is_at_least_as_accurate_as_the_idm_alone_on_a_slice(fitted, slic
         fitted.set_params(hyperplane_weight=SMALL.get("hyperplane_weight", 150.0))
 
 
+@pytest.mark.slow
 def test_the_neighbours_behind_an_answer_are_of_the_class_answered(fitted, slice_):
     _, _, X_te, _ = slice_
     proba, dist, idx = fitted.answer(X_te, n_neighbors=3)
@@ -197,6 +201,7 @@ def test_the_neighbours_behind_an_answer_are_of_the_class_answered(fitted, slice
         fitted.answer(X_te[:1], n_neighbors=fitted.n_candidates + 1)
 
 
+@pytest.mark.slow
 def test_hybrid_saves_and_loads_through_the_model_store(fitted, slice_, tmp_path):
     _, _, X_te, _ = slice_
     state, arrays = serialize.export_state(fitted)

@@ -189,6 +189,7 @@ def test_models_without_neighbours_say_so(trained, uci):
 # --- the headline numbers -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_full_mnist_knn_k3_accuracy_is_the_published_0_9705(mnist):
     model = models.train("knn", mnist, {"n_neighbors": 3})
     # The registry's defaults are scikit-learn's: uniform votes, Minkowski p=2 (euclidean).

@@ -18,6 +18,7 @@ def uci_split():
     return train_test_split(X, y, test_size=0.2, random_state=1337)
 
 
+@pytest.mark.slow
 def test_passes_scikit_learn_estimator_checks():
     check_estimator(KNNClassifier())
 
