@@ -111,11 +111,11 @@ class _ImageTransformer(TransformerMixin, BaseEstimator):
         return tags
 
     # The model store saves digitrec estimators through these two (no pickles).
-    def _export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+    def export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         check_is_fitted(self, "image_shape_")
         return {"image_shape": [int(s) for s in self.image_shape_]}, {}
 
-    def _import_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
+    def import_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
         self.image_shape_ = tuple(int(s) for s in state["image_shape"])
         self.n_features_in_ = int(np.prod(self.image_shape_))
 
@@ -249,9 +249,9 @@ class L2Normalize(TransformerMixin, BaseEstimator):
         scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
         return (flat * scale[:, None].astype(np.float32)).reshape(X.shape)
 
-    def _export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+    def export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         check_is_fitted(self, "n_features_in_")
         return {"n_features_in": int(self.n_features_in_)}, {}
 
-    def _import_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
+    def import_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
         self.n_features_in_ = int(state["n_features_in"])

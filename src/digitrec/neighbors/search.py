@@ -56,6 +56,37 @@ def canonical_metric(metric: str, p: float) -> tuple[str, float]:
     raise ValueError(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
 
 
+def exact_distances(Q: np.ndarray, S: np.ndarray, metric: str, p: float = 2.0) -> np.ndarray:
+    """``(len(Q), len(S))`` float64 distances, computed as the exact pass of
+    :class:`NeighborIndex` computes them (``metric`` as :func:`canonical_metric` gives it).
+
+    Brute force, for small reference sets (a user's samples): building a
+    :class:`NeighborIndex` (a principal component fit over all features) would cost far more
+    than searching them.
+    """
+    Q = np.asarray(Q, dtype=np.float64)
+    S = np.asarray(S, dtype=np.float64)
+    if metric == "cosine":
+        q_norm = np.sqrt(np.einsum("ij,ij->i", Q, Q))
+        s_norm = np.sqrt(np.einsum("ij,ij->i", S, S))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = np.clip(1.0 - (Q @ S.T) / np.outer(q_norm, s_norm), 0.0, 2.0)
+        out[(q_norm == 0)[:, None] | (s_norm == 0)[None, :]] = 1.0
+        return out
+    out = np.empty((len(Q), len(S)), dtype=np.float64)
+    # Chunks keep the (queries, chunk, features) difference array near 16 MB.
+    chunk = max(1, (1 << 21) // max(1, len(Q) * S.shape[1]))
+    for start in range(0, len(S), chunk):
+        diff = np.abs(Q[:, None, :] - S[None, start : start + chunk, :])
+        if metric == "euclidean":
+            out[:, start : start + chunk] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+        elif metric == "manhattan":
+            out[:, start : start + chunk] = diff.sum(axis=2)
+        else:
+            out[:, start : start + chunk] = (diff**p).sum(axis=2) ** (1.0 / p)
+    return out
+
+
 class NeighborIndex:
     """Exact brute-force kNN over a fixed reference set.
 
