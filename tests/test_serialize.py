@@ -219,9 +219,9 @@ def test_cnn_trains_saves_and_loads_through_the_registry(mnist, tmp_path):
 
 
 def test_registry_defaults_are_the_classifiers_own_but_for_declared_overrides():
-    from digitrec.nets.cnn import CNNClassifier
     from digitrec.neighbors.hybrid import HybridClassifier
     from digitrec.neighbors.knn import KNNClassifier
+    from digitrec.nets.cnn import CNNClassifier
 
     assert models.kind("cnn").defaults == CNNClassifier().get_params()
     assert models.kind("knn-idm-hknn").defaults == HybridClassifier().get_params()
