@@ -1,19 +1,20 @@
 """Exact k-nearest-neighbour search, fast on two cores.
 
-Each block of queries goes through two passes:
+:class:`NeighborIndex` never approximates: it computes a cheap lower bound on every
+distance, and exact distances only for the references the bounds cannot rule out.
 
-1. a float32 pass over every reference -- one BLAS matrix product for euclidean and cosine,
-   a compiled loop for manhattan and other Minkowski powers -- that keeps the ``C > k`` best
-   candidates per query;
-2. an exact float64 pass that recomputes the candidates' distances from the original data,
-   sorts them by (distance, index) and keeps ``k``.
+- **euclidean and cosine**: each reference is split into its projection on a few principal
+  directions and the length of the rest; one float32 matrix product in that small space
+  bounds every squared distance from below (Cauchy-Schwarz on the rest, less a rigorous
+  bound on float32's rounding error).
+- **manhattan and other Minkowski powers**: features summed over pixel blocks bound
+  ``sum |a - b|^p`` from below (power-mean inequality).
 
-The float32 pass can misorder references whose distances differ by less than its rounding
-error, so every query is checked: if the C-th candidate's approximate distance, less a
-rigorous bound on that error, does not clear the k-th exact distance, some reference outside
-the candidates could still belong in the top k and that query is recomputed exactly against
-every reference. The answer is therefore the exact top k, ties going to the lower index, as
-scikit-learn's brute-force search gives it.
+Per query, the ``2k + 8`` references with the lowest bounds are measured exactly in float64;
+the k-th exact distance then rules out every reference whose bound is above it, and the few
+left are measured too. The answer is the exact top k, ties going to the lower index, as
+scikit-learn's brute-force search gives it. :func:`exact_distances` measures small sets
+(a user's samples) directly.
 """
 
 from __future__ import annotations
