@@ -27,6 +27,7 @@ from digitrec.features.scattering import ScatteringFeatures
 from digitrec.neighbors.hybrid import HybridClassifier, nearest_of_each_class, softmin
 from digitrec.neighbors.hyperplane import LocalHyperplanes
 from digitrec.neighbors.idm import IDMClassifier, idm_features, idm_pairs
+from digitrec.neighbors.knn import vote
 
 # Chosen on validation (`--validate`: train on the first 50,000, score the last 10,000).
 # Stage 1 rows vote with k=3 uniform, like the raw-pixel baseline. Validation accuracy:
@@ -223,10 +224,8 @@ def test_table() -> None:
 def _accuracy(
     labels: np.ndarray, dist: np.ndarray, idx: np.ndarray, y: np.ndarray, k: int, weights: str
 ) -> float:
-    model = IDMClassifier(n_neighbors=k, weights=weights)
-    model.classes_ = np.arange(10)
-    model._y = labels
-    proba = model._vote(dist[:, :k], idx[:, :k])
+    # IDMClassifier's vote and tie rule, on precomputed neighbours.
+    proba = vote(labels[idx[:, :k]], dist[:, :k], 10, weights)
     proba[np.arange(len(idx)), labels[idx[:, 0]]] += 1e-9
     return float(np.mean(np.argmax(proba, axis=1) == y))
 
@@ -280,8 +279,8 @@ def validation_grid() -> None:
         for n_cand in (50, 100, 200):
             hit = np.mean((y_tr[cand[:, :n_cand]] == y_va[:, None]).any(axis=1))
             print(f"  shift={shift}: a same-label candidate among {n_cand} for {hit:.4f}")
-        up_tr = base._upright(X_tr.astype(np.float32))
-        up_va = base._upright(X_va.astype(np.float32))
+        up_tr = base.upright(X_tr.astype(np.float32))
+        up_va = base.upright(X_va.astype(np.float32))
         for warp, idm_blur in configs:
             t = time.perf_counter()
             feats_tr = idm_features(up_tr, idm_blur)
@@ -309,8 +308,8 @@ def validation_hyperplane() -> None:
     dist, idx = idm.kneighbors(X_va, n_neighbors=N_CANDIDATES)
     nearest = nearest_of_each_class(dist, y_tr[idx], 10)
     print(f"  IDM alone: {np.mean(nearest.argmin(axis=1) == y_va):.4f}")
-    up_tr = idm._upright(X_tr.astype(np.float32))
-    up_va = idm._upright(X_va.astype(np.float32))
+    up_tr = idm.upright(X_tr.astype(np.float32))
+    up_va = idm.upright(X_va.astype(np.float32))
     for n_comp in (150, 300, 500):
         scattering = ScatteringFeatures(n_components=n_comp)
         planes = LocalHyperplanes(scattering.fit_transform(up_tr), y_tr, 10)

@@ -84,7 +84,7 @@ def test_same_seed_gives_identical_weights_and_predictions(data):
     first = CNNClassifier(seed=7, **FAST).fit(X[:300], y[:300])
     second = CNNClassifier(seed=7, **FAST).fit(X[:300], y[:300])
     other = CNNClassifier(seed=8, **FAST).fit(X[:300], y[:300])
-    w1, w2, w_other = (m._export_state()[1] for m in (first, second, other))
+    w1, w2, w_other = (m.export_state()[1] for m in (first, second, other))
     for name in w1:
         np.testing.assert_array_equal(w1[name], w2[name], err_msg=name)
     assert any(not np.array_equal(w1[name], w_other[name]) for name in w1)
@@ -105,12 +105,12 @@ def test_fit_leaves_the_callers_torch_random_state_alone(data):
 
 def test_export_import_round_trip_through_json_is_exact(fitted, data):
     _, _, X_test, _ = data
-    state, arrays = fitted._export_state()
+    state, arrays = fitted.export_state()
     for name, array in arrays.items():
         assert name.isidentifier(), name
         assert array.dtype == np.float32, name
     restored = CNNClassifier(**fitted.get_params())
-    restored._import_state(json.loads(json.dumps(state)), {k: v.copy() for k, v in arrays.items()})
+    restored.import_state(json.loads(json.dumps(state)), {k: v.copy() for k, v in arrays.items()})
     np.testing.assert_array_equal(restored.predict_proba(X_test), fitted.predict_proba(X_test))
     np.testing.assert_array_equal(restored.classes_, fitted.classes_)
     assert restored.history_ == fitted.history_
@@ -121,14 +121,14 @@ def test_round_trip_through_the_model_store(fitted, data, tmp_path):
     from digitrec.persistence import model_store as store
 
     _, _, X_test, _ = data
-    state, arrays = fitted._export_state()
+    state, arrays = fitted.export_state()
     store.save(
         tmp_path / "cnn",
         store.ModelFile(kind="cnn", params=fitted.get_params(), arrays=arrays, state=state),
     )
     saved = store.load(tmp_path / "cnn", mmap=True)  # read-only arrays must load too
     restored = CNNClassifier(**saved.params)
-    restored._import_state(saved.state, saved.arrays)
+    restored.import_state(saved.state, saved.arrays)
     np.testing.assert_array_equal(restored.predict_proba(X_test), fitted.predict_proba(X_test))
 
 
@@ -149,24 +149,24 @@ def test_string_labels_survive_the_round_trip(data):
     names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
                       "nine"])  # fmt: skip
     model = CNNClassifier(**FAST).fit(X[:300], names[y[:300]])
-    state, arrays = model._export_state()
+    state, arrays = model.export_state()
     restored = CNNClassifier(**FAST)
-    restored._import_state(json.loads(json.dumps(state)), arrays)
+    restored.import_state(json.loads(json.dumps(state)), arrays)
     assert set(restored.predict(X_test)) <= set(names)
     np.testing.assert_array_equal(restored.predict(X_test), model.predict(X_test))
 
 
 def test_import_rejects_weights_that_do_not_fit(fitted):
-    state, arrays = fitted._export_state()
+    state, arrays = fitted.export_state()
     missing = dict(arrays)
     missing.pop("classifier__fc__bias")
     with pytest.raises(ModelFileError, match="classifier__fc__bias"):
-        CNNClassifier()._import_state(state, missing)
+        CNNClassifier().import_state(state, missing)
     reshaped = dict(arrays, classifier__fc__bias=np.zeros(3, np.float32))
     with pytest.raises(ModelFileError, match="do not fit"):
-        CNNClassifier()._import_state(state, reshaped)
+        CNNClassifier().import_state(state, reshaped)
     with pytest.raises(ModelFileError, match="format"):
-        CNNClassifier()._import_state(dict(state, format="something else"), arrays)
+        CNNClassifier().import_state(dict(state, format="something else"), arrays)
 
 
 def test_safetensors_file_round_trip(fitted, data, tmp_path):

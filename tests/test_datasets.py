@@ -208,7 +208,7 @@ def _small_idx_folder(folder: Path, compress: bool, corrupt: str | None = None) 
 @pytest.mark.parametrize("compress", [False, True], ids=["plain", "gz"])
 def test_idx_files_are_read_plain_or_gzipped(tmp_path, compress):
     expected = _small_idx_folder(tmp_path / "idx", compress)
-    read = datasets._read_user_files(tmp_path / "idx")
+    read = datasets.read_mnist_files(tmp_path / "idx")
     for got, want in zip(read, expected, strict=True):
         np.testing.assert_array_equal(got, want)
 
@@ -217,7 +217,7 @@ def test_idx_files_are_read_plain_or_gzipped(tmp_path, compress):
 def test_a_bad_idx_file_inside_the_folder_is_refused(tmp_path, compress):
     _small_idx_folder(tmp_path / "idx", compress, corrupt="t10k-images-idx3-ubyte")
     with pytest.raises(DatasetError, match="bad magic"):
-        datasets._read_user_files(tmp_path / "idx")
+        datasets.read_mnist_files(tmp_path / "idx")
 
 
 @pytest.mark.parametrize(
@@ -232,7 +232,7 @@ def test_a_broken_gz_file_is_a_dataset_error(tmp_path, empty_home, offline, dama
     path = tmp_path / "idx" / "train-labels-idx1-ubyte.gz"
     path.write_bytes(damage(path.read_bytes()))
     with pytest.raises(DatasetError, match="train-labels-idx1-ubyte.gz"):
-        datasets._read_user_files(tmp_path / "idx")
+        datasets.read_mnist_files(tmp_path / "idx")
     with pytest.raises(DatasetError):
         datasets.load("mnist", source=tmp_path / "idx")
 

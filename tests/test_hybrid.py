@@ -107,16 +107,16 @@ def test_scattering_features_round_trip_and_refuse_a_mismatched_state(slice_):
     out = features.fit_transform(X)
     assert out.shape == (300, 20) and out.dtype == np.float32
     np.testing.assert_allclose(features.transform(X), out, rtol=1e-4, atol=1e-4)
-    state, arrays = features._export_state()
+    state, arrays = features.export_state()
     fresh = ScatteringFeatures(n_components=20)
-    fresh._import_state(state, arrays)
+    fresh.import_state(state, arrays)
     np.testing.assert_array_equal(fresh.transform(X[:10]), features.transform(X[:10]))
     with pytest.raises(ModelFileError):
-        ScatteringFeatures(n_components=20)._import_state(
+        ScatteringFeatures(n_components=20).import_state(
             state, {**arrays, "mean": arrays["mean"][:-1]}
         )
     with pytest.raises(ModelFileError):
-        ScatteringFeatures(n_components=20)._import_state({"image_shape": [4, 4]}, arrays)
+        ScatteringFeatures(n_components=20).import_state({"image_shape": [4, 4]}, arrays)
     with pytest.raises(ParameterError, match="fitted on images"):
         features.transform(np.zeros((1, 16, 16)))
 
@@ -135,18 +135,18 @@ def fitted(slice_):
 @pytest.mark.slow
 def test_hybrid_scores_are_the_idm_nearest_plus_the_weighted_hyperplane(fitted, slice_):
     _, _, X_te, _ = slice_
-    images = fitted._query_images(X_te[:20])
-    scores = fitted._class_scores(images)[0]
+    scores = fitted.class_scores(X_te[:20])
     dist, idx = fitted.kneighbors(X_te[:20], n_neighbors=fitted.n_candidates)
-    labels = fitted._y[idx]
+    labels = fitted.reference_classes()[idx]
     for i in range(20):
         for c in range(10):
             present = labels[i] == c
             if not present.any():
                 assert np.isinf(scores[i, c])
                 continue
-            hull = LocalHyperplanes(fitted.hyperplanes_.references(), fitted._y, 10).distances(
-                fitted.scattering_.transform(fitted._upright(images[i : i + 1])),
+            references = fitted.hyperplanes_.references()
+            hull = LocalHyperplanes(references, fitted.reference_classes(), 10).distances(
+                fitted.scattering_.transform(fitted.upright(X_te[i : i + 1])),
                 fitted.hyperplane_k,
                 fitted.hyperplane_reg,
             )[0, c]
@@ -166,7 +166,7 @@ def test_hybrid_is_at_least_as_accurate_as_the_idm_alone_on_a_slice(fitted, slic
     np.testing.assert_array_equal(fitted.classes_[proba.argmax(1)], fitted.predict(X_te))
     # a softmin over the candidates' classes: the others get nothing, and no answer is
     # certain when two classes are close
-    scores = fitted._class_scores(fitted._query_images(X_te))[0]
+    scores = fitted.class_scores(X_te)
     np.testing.assert_array_equal(proba[np.isinf(scores)], 0.0)
     assert ((proba > 0.05) & (proba < 0.95)).any()
     fitted.set_params(temperature=1e-6)
@@ -189,12 +189,12 @@ def test_the_neighbours_behind_an_answer_are_of_the_class_answered(fitted, slice
     answers = fitted.predict(X_te)
     np.testing.assert_array_equal(fitted.classes_[proba.argmax(1)], answers)
     assert idx.shape == dist.shape == (len(X_te), 3)
-    np.testing.assert_array_equal(fitted.classes_[fitted._y[idx[:, 0]]], answers)
-    both = fitted._y[idx[:, 1]] == fitted._y[idx[:, 0]]
+    np.testing.assert_array_equal(fitted.classes_[fitted.reference_classes()[idx[:, 0]]], answers)
+    both = fitted.reference_classes()[idx[:, 1]] == fitted.reference_classes()[idx[:, 0]]
     assert np.all(dist[both, 1] >= dist[both, 0])  # IDM order within the class
     # where the IDM-nearest image has the class answered, it comes first as in kneighbors
     k_dist, k_idx = fitted.kneighbors(X_te, n_neighbors=1)
-    agree = fitted.classes_[fitted._y[k_idx[:, 0]]] == answers
+    agree = fitted.classes_[fitted.reference_classes()[k_idx[:, 0]]] == answers
     assert agree.mean() > 0.9
     np.testing.assert_array_equal(idx[agree, 0], k_idx[agree, 0])
     with pytest.raises(ParameterError, match="n_neighbors"):

@@ -376,8 +376,7 @@ def test_robust_cnn_validates_on_originals_and_trains_on_their_copies_only():
 
     estimator = RobustCNNClassifier(copies=2, validation_fraction=0.2)
     labels = np.repeat(np.arange(10), 10)
-    estimator._n_originals = len(labels)
-    train, val = estimator._validation_split(np.tile(labels, 3), seed=0)
+    train, val = estimator.validation_split(np.tile(labels, 3), seed=0)
     originals = set(range(100))
     assert set(val) <= originals and len(val) == 20
     expected = {i + k * 100 for i in set(train) & originals for k in range(3)}

@@ -129,11 +129,11 @@ def test_export_import_round_trip_predicts_identically(slice_):
     X, y, X_te, _ = slice_
     params = dict(n_neighbors=3, weights="distance", n_candidates=20, shift=1, n_components=20)
     model = IDMClassifier(**params).fit(X[:1000], y[:1000])
-    state, arrays = model._export_state()
+    state, arrays = model.export_state()
     assert all(a.dtype != object for a in arrays.values())
     assert arrays["images"].dtype == np.uint8
     fresh = IDMClassifier(**params)
-    fresh._import_state(state, arrays)
+    fresh.import_state(state, arrays)
     np.testing.assert_array_equal(fresh.predict(X_te), model.predict(X_te))
     d1, i1 = model.kneighbors(X_te[:20])
     d2, i2 = fresh.kneighbors(X_te[:20])

@@ -13,8 +13,9 @@ from PIL import Image
 from digitrec import models
 from digitrec.data import datasets
 from digitrec.data.images import load_image
-from digitrec.neighbors.knn import KNNClassifier
-from digitrec.neighbors.personal import PersonalModel, exact_distances, weighted_vote
+from digitrec.neighbors.knn import KNNClassifier, vote
+from digitrec.neighbors.personal import PersonalModel
+from digitrec.neighbors.search import exact_distances
 from digitrec.persistence.sample_db import (
     Sample,
     SampleError,
@@ -367,10 +368,10 @@ def test_distance_weighted_vote_counts_only_exact_matches_when_there_are_some():
     classes = np.array([[0, 1, 2], [0, 1, 2]])
     distances = np.array([[0.0, 1.0, 2.0], [1.0, 2.0, 4.0]])
     weights = np.array([[1.0, 3.0, 1.0], [1.0, 3.0, 1.0]])
-    got = weighted_vote(classes, distances, weights, 3, "distance")
+    got = vote(classes, distances, 3, "distance", weights)
     np.testing.assert_allclose(got[0], [1.0, 0.0, 0.0])
     np.testing.assert_allclose(got[1], np.array([1.0, 1.5, 0.25]) / 2.75)
-    uniform = weighted_vote(classes, distances, weights, 3, "uniform")
+    uniform = vote(classes, distances, 3, "uniform", weights)
     np.testing.assert_allclose(uniform[0], [0.2, 0.6, 0.2])
 
 

@@ -218,9 +218,11 @@ def test_cnn_trains_saves_and_loads_through_the_registry(mnist, tmp_path):
     assert np.mean(loaded.predict(data.X_test) == data.y_test) > 0.3  # far above 0.1 chance
 
 
-def test_cnn_registry_defaults_are_the_classifier_defaults():
+def test_registry_defaults_are_the_classifiers_own_but_for_declared_overrides():
+    from digitrec.neighbors.hybrid import HybridClassifier
+    from digitrec.neighbors.knn import KNNClassifier
     from digitrec.nets.cnn import CNNClassifier
 
-    own = CNNClassifier().get_params()
-    del own["verbose"]  # a display setting, not part of the model
-    assert models.kind("cnn").defaults == own
+    assert models.kind("cnn").defaults == CNNClassifier().get_params()
+    assert models.kind("knn-idm-hknn").defaults == HybridClassifier().get_params()
+    assert models.kind("knn").defaults == {**KNNClassifier().get_params(), "n_neighbors": 3}

@@ -22,18 +22,31 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from digitrec.data.datasets import Dataset
 from digitrec.errors import ModelFileError, ParameterError
+from digitrec.neighbors.protocol import Neighbor, ReferenceClassifier
 from digitrec.persistence import model_store as store
 from digitrec.persistence import serialize
 
 
 @dataclass(frozen=True)
 class ModelKind:
-    """One entry of the registry."""
+    """One entry of the registry: a builder and the parameters it sets otherwise than the
+    classifier's own defaults."""
 
     name: str
     summary: str
     build: Callable[..., BaseEstimator]
-    defaults: dict[str, Any]
+    overrides: dict[str, Any]
+    # digitrec's own classifiers: every parameter is recorded, its default read from the
+    # classifier (get_params), so the registry cannot drift from it. scikit-learn's: only
+    # the overrides, as its other parameters and their defaults change between versions.
+    records_all_params: bool
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The parameters a model of this kind is built with when none are given."""
+        if not self.records_all_params:
+            return dict(self.overrides)
+        return _classifier(self.build(**self.overrides)).get_params(deep=False)
 
 
 REGISTRY: dict[str, ModelKind] = {}
@@ -46,14 +59,20 @@ REGISTRY: dict[str, ModelKind] = {}
 DEFAULT_KIND = "knn-idm-hknn"
 
 
-def register(name: str, summary: str, defaults: dict[str, Any]):
-    """Decorator: add a builder ``f(**params) -> estimator`` to the registry."""
+def register(name: str, summary: str, overrides: dict[str, Any], *, own: bool = True):
+    """Decorator: add a builder ``f(**params) -> estimator`` to the registry; ``own`` for
+    digitrec's classifiers (see :class:`ModelKind`)."""
 
     def add(build):
-        REGISTRY[name] = ModelKind(name, summary, build, defaults)
+        REGISTRY[name] = ModelKind(name, summary, build, overrides, own)
         return build
 
     return add
+
+
+def _classifier(estimator: BaseEstimator) -> BaseEstimator:
+    """The last step of a pipeline, or the estimator itself."""
+    return estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
 
 
 def flatten_images(images: np.ndarray) -> np.ndarray:
@@ -71,7 +90,7 @@ def _flatten():
 @register(
     "knn",
     "k-nearest neighbours on raw pixels, exact search (digitrec.KNNClassifier)",
-    {"n_neighbors": 3, "weights": "uniform", "metric": "minkowski", "p": 2},
+    {"n_neighbors": 3},
 )
 def _build_knn(**params):
     from digitrec.neighbors.knn import KNNClassifier
@@ -83,6 +102,7 @@ def _build_knn(**params):
     "linear-svc",
     "linear support vector machine on pixels scaled to unit variance (scikit-learn LinearSVC)",
     {"C": 1.0, "max_iter": 1000, "random_state": 0},
+    own=False,
 )
 def _build_linear_svc(**params):
     from sklearn.preprocessing import StandardScaler
@@ -137,9 +157,7 @@ def build(kind_name: str, params: dict[str, Any] | None = None) -> tuple[BaseEst
 
 
 def _allowed_params(entry: ModelKind) -> set[str]:
-    final = entry.build(**entry.defaults)
-    step = final.steps[-1][1] if isinstance(final, Pipeline) else final
-    return set(step.get_params(deep=False))
+    return set(_classifier(entry.build(**entry.defaults)).get_params(deep=False))
 
 
 @dataclass
@@ -176,11 +194,13 @@ class Model:
         predicted = self.estimator.predict(images)
         return (predicted[:, None] == self.classes[None, :]).astype(np.float64)
 
+    def explain(self, images: np.ndarray) -> tuple[np.ndarray, list[list[Neighbor]]]:
+        """:meth:`predict_proba` and, per image, the references behind the answer: none
+        here; :class:`~digitrec.neighbors.personal.PersonalModel` gives them."""
+        return self.predict_proba(images), [[] for _ in range(len(images))]
+
     def _final(self) -> BaseEstimator:
-        """The classifier: the last step of a pipeline, or the estimator itself."""
-        if isinstance(self.estimator, Pipeline):
-            return self.estimator.steps[-1][1]
-        return self.estimator
+        return _classifier(self.estimator)
 
     def neighbors(self, images: np.ndarray, k: int | None = None):
         """Distances and training indices of the nearest training images (kNN kinds only)."""
@@ -192,17 +212,23 @@ class Model:
         return final.kneighbors(images, n_neighbors=k)
 
     def training_images(self) -> np.ndarray | None:
-        """The reference images of a kNN model, as saved in the model (for explanations)."""
+        """The reference images of a model that answers with its references
+        (:mod:`digitrec.neighbors.protocol`), as saved in the model (for explanations); None
+        for other models, or where the references are features rather than images."""
         final = self._final()
-        fit_X = getattr(final, "_fit_images", getattr(final, "_fit_X", None))
-        if fit_X is None or fit_X[0].size != int(np.prod(self.input_shape)):
+        if not isinstance(final, ReferenceClassifier):
             return None
-        return np.asarray(fit_X).reshape(-1, *self.input_shape)
+        references = final.reference_inputs()
+        if references[0].size != int(np.prod(self.input_shape)):
+            return None
+        return np.asarray(references).reshape(-1, *self.input_shape)
 
     def training_labels(self) -> np.ndarray | None:
+        """The label of every reference image (see :meth:`training_images`)."""
         final = self._final()
-        y = getattr(final, "_y", None)
-        return None if y is None else final.classes_[y]
+        if not isinstance(final, ReferenceClassifier):
+            return None
+        return final.classes_[final.reference_classes()]
 
 
 def train(kind_name: str, dataset: Dataset, params: dict[str, Any] | None = None) -> Model:
@@ -269,6 +295,7 @@ def load(directory: Path) -> Model:
     "random-forest",
     "random forest of 100 trees on raw pixels (scikit-learn RandomForestClassifier)",
     {"n_estimators": 100, "n_jobs": -1, "random_state": 0},
+    own=False,
 )
 def _build_random_forest(**params):
     from sklearn.ensemble import RandomForestClassifier
@@ -281,6 +308,7 @@ def _build_random_forest(**params):
     "kernel support vector machine (RBF) on pixels scaled to [0, 1] (scikit-learn SVC); "
     "fit time grows with the square of the training set: use 10,000 images or fewer",
     {"C": 5.0, "gamma": "scale"},
+    own=False,
 )
 def _build_svc_rbf(**params):
     from sklearn.preprocessing import FunctionTransformer
@@ -304,16 +332,7 @@ def _build_svc_rbf(**params):
 @register(
     "cnn",
     "small convolutional network, 28x28 images only, needs the cnn extra (digitrec.nets.cnn)",
-    {
-        "epochs": 6,
-        "batch_size": 128,
-        "learning_rate": 0.005,
-        "validation_fraction": 0.1,
-        "patience": 3,
-        "seed": 0,
-        "augment": True,
-        "n_threads": None,
-    },
+    {},
 )
 def _build_cnn(**params):
     from digitrec.nets.cnn import (
@@ -326,21 +345,7 @@ def _build_cnn(**params):
 @register(
     "knn-idm",
     "kNN on deskewed digits re-ranked by the image distortion model (digitrec.neighbors.idm)",
-    {
-        "n_neighbors": 1,
-        "weights": "uniform",
-        "n_candidates": 100,
-        "deskew": True,
-        "blur": 0.0,
-        "n_components": 40,
-        "shift": 1,
-        "rerank": True,
-        "warp": 2,
-        "context": 1,
-        "idm_blur": 0.5,
-        "batch_size": 1000,
-        "random_state": 0,
-    },
+    {},
 )
 def _build_knn_idm(**params):
     from digitrec.neighbors.idm import IDMClassifier
@@ -353,14 +358,7 @@ def _build_knn_idm(**params):
     "knn-idm's nearest-neighbour distance plus the k-local hyperplane distance on wavelet "
     "scattering features (digitrec.neighbors.hybrid); the most accurate model, and the best reader "
     "of handwriting unlike MNIST's (benchmarks/real_world.py)",
-    {
-        **REGISTRY["knn-idm"].defaults,
-        "hyperplane_weight": 150.0,
-        "hyperplane_k": 100,
-        "hyperplane_reg": 10.0,
-        "scattering_components": 300,
-        "temperature": 150.0,
-    },
+    {},
 )
 def _build_knn_idm_hknn(**params):
     from digitrec.neighbors.hybrid import HybridClassifier
@@ -372,7 +370,7 @@ def _build_knn_idm_hknn(**params):
     "cnn-robust",
     "the cnn trained on MNIST plus elastically distorted, slanted, thickened and thinned "
     "copies (digitrec.nets.robust); needs the cnn extra",
-    {**REGISTRY["cnn"].defaults, "copies": 1, "distortion_seed": 0},
+    {},
 )
 def _build_cnn_robust(**params):
     from digitrec.nets.robust import RobustCNNClassifier  # imports torch only when it trains

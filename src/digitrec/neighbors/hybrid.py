@@ -156,6 +156,12 @@ class HybridClassifier(IDMClassifier):
             return np.empty((0, n_classes)), empty, empty.astype(np.int64)
         return tuple(np.concatenate(arrays) for arrays in zip(*parts, strict=True))
 
+    def class_scores(self, X: np.ndarray) -> np.ndarray:
+        """``(n, n_classes)`` scores, lower is better: each class's IDM-nearest candidate
+        distance plus ``hyperplane_weight`` times its local-hyperplane distance (``inf`` for
+        classes not among the ``n_candidates``)."""
+        return self._class_scores(self._query_images(X))[0]
+
     def predict(self, X: np.ndarray) -> np.ndarray:
         images = self._query_images(X)
         return self.classes_[np.argmin(self._class_scores(images)[0], axis=1)]
@@ -176,6 +182,14 @@ class HybridClassifier(IDMClassifier):
             raise ParameterError(f"n_neighbors must be an int in 1..{self.n_candidates}, got {k!r}")
         return self._answer_from(*self._class_scores(images), k)
 
+    def answer_and_nearest(
+        self, X: np.ndarray, n_neighbors: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`answer`, then the IDM-nearest candidates, from one search."""
+        k = min(int(n_neighbors), self.n_candidates)
+        scores, dist, idx = self._class_scores(self._query_images(X))
+        return *self._answer_from(scores, dist, idx, k), dist[:, :k], idx[:, :k]
+
     def _answer_from(
         self, scores: np.ndarray, dist: np.ndarray, idx: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -187,18 +201,18 @@ class HybridClassifier(IDMClassifier):
 
     # -- model store ------------------------------------------------------------------
 
-    def _export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+    def export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         check_is_fitted(self, "hyperplanes_")
-        state, arrays = super()._export_state()
-        scat_state, scat_arrays = self.scattering_._export_state()
+        state, arrays = super().export_state()
+        scat_state, scat_arrays = self.scattering_.export_state()
         state["scattering"] = scat_state
         arrays |= {f"scattering_{key}": value for key, value in scat_arrays.items()}
         # Saved rather than recomputed on load: scattering 60,000 images takes minutes.
         arrays["scattering_refs"] = self.hyperplanes_.references()
         return state, arrays
 
-    def _import_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
-        super()._import_state(state, arrays)
+    def import_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
+        super().import_state(state, arrays)
         scattering = self._scattering()
         try:
             scat_arrays = {
@@ -206,7 +220,7 @@ class HybridClassifier(IDMClassifier):
                 for key, value in arrays.items()
                 if key.startswith("scattering_") and key != "scattering_refs"
             }
-            scattering._import_state(state["scattering"], scat_arrays)
+            scattering.import_state(state["scattering"], scat_arrays)
             refs = np.asarray(arrays["scattering_refs"], np.float32)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"HybridClassifier state is incomplete: {exc}") from exc

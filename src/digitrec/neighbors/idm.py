@@ -34,6 +34,7 @@ from sklearn.utils.validation import check_is_fitted
 from digitrec.errors import ModelFileError, ParameterError
 from digitrec.features.augment import augment, augmentation_transforms
 from digitrec.features.transformers import Deskew, GaussianBlur, as_images
+from digitrec.neighbors.search import exact_distances
 
 __all__ = ["IDMClassifier", "idm_distance", "idm_features", "idm_pairs"]
 
@@ -485,9 +486,59 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
         proba[np.arange(len(idx)), self._y[idx[:, 0]]] += 1e-9
         return self.classes_[np.argmax(proba, axis=1)]
 
+    # -- answering with references (digitrec.neighbors.protocol) -------------------------
+
+    def upright(self, X: np.ndarray) -> np.ndarray:
+        """The images as both distances see them: deskewed when ``deskew`` is set."""
+        return self._upright(as_images(X))
+
+    def answer(
+        self, X: np.ndarray, n_neighbors: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`predict_proba` and the neighbours that voted: ``(proba, distances,
+        indices)``."""
+        dist, idx = self.kneighbors(X, n_neighbors)
+        return self._vote(dist, idx), dist, idx
+
+    def answer_and_nearest(
+        self, X: np.ndarray, n_neighbors: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`answer`, then the same neighbours again: the vote is over the nearest."""
+        limit = self.n_candidates if self.rerank else len(self.reference_classes())
+        proba, dist, idx = self.answer(X, min(int(n_neighbors), limit))
+        return proba, dist, idx, dist, idx
+
+    def reference_classes(self) -> np.ndarray:
+        """The class index of every training image."""
+        check_is_fitted(self, "stage1_refs_")
+        return self._y
+
+    def reference_inputs(self) -> np.ndarray:
+        """The training images, as fitted (in their own dtype)."""
+        check_is_fitted(self, "stage1_refs_")
+        return self._fit_images
+
+    def reference_features(self, X: np.ndarray) -> np.ndarray:
+        """What the final distance compares: IDM feature planes, or stage 1's projections
+        when there is no re-ranking."""
+        upright = self.upright(X)
+        if not self.rerank:
+            return self._project(self._stage1_pixels(upright))
+        return idm_features(upright, self.idm_blur)
+
+    def distances_to(self, X: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """The final distance (the IDM, or stage 1's euclidean distance without re-ranking)
+        from every query to every reference given by its :meth:`reference_features`."""
+        queries = self.reference_features(X)
+        if not self.rerank:
+            return exact_distances(queries, features, "euclidean")
+        n_refs = len(features)
+        pairs = np.broadcast_to(np.arange(n_refs), (len(queries), n_refs))
+        return idm_pairs(queries, features, pairs, self.warp, self.context)
+
     # -- model store ------------------------------------------------------------------
 
-    def _export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+    def export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         check_is_fitted(self, "stage1_refs_")
         images = self._fit_images
         arrays = {
@@ -501,7 +552,7 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
         state = {"image_shape": list(self.image_shape_), "n_train": int(len(images))}
         return state, arrays
 
-    def _import_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
+    def import_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
         self._check_params()
         try:
             stored = np.asarray(arrays["images"])

@@ -12,7 +12,13 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
-from digitrec.neighbors.search import METRICS, NeighborIndex, set_threads
+from digitrec.neighbors.search import (
+    METRICS,
+    NeighborIndex,
+    canonical_metric,
+    exact_distances,
+    set_threads,
+)
 
 __all__ = ["KNNClassifier", "NeighborIndex", "vote"]
 
@@ -162,11 +168,52 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
         probabilities = self.predict_proba(X)
         return self.classes_[np.argmax(probabilities, axis=1)]
 
-    def _export_state(self):
+    # -- answering with references (digitrec.neighbors.protocol) -------------------------
+
+    def answer(self, X, n_neighbors=None):
+        """:meth:`predict_proba` and the neighbours that voted: ``(proba, distances,
+        indices)``.
+
+        Unlike :meth:`kneighbors` it leaves the thread counts as the caller set them (a
+        server answering one query at a time runs each on one thread)."""
+        k = self.n_neighbors if n_neighbors is None else int(n_neighbors)
+        if not 1 <= k <= self.n_samples_fit_:
+            raise ValueError(f"n_neighbors must be in 1..{self.n_samples_fit_}, got {k}")
+        return self.answer_and_nearest(X, k)[:3]
+
+    def answer_and_nearest(self, X, n_neighbors):
+        """:meth:`answer`, then the same neighbours again: the vote is over the nearest."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32, np.uint8])
+        distances, indices = self._index.query(X, min(int(n_neighbors), self.n_samples_fit_))
+        proba = vote(self._y[indices], distances, len(self.classes_), self.weights)
+        return proba, distances, indices, distances, indices
+
+    def reference_classes(self):
+        """The class index of every training point."""
+        check_is_fitted(self)
+        return self._y
+
+    def reference_inputs(self):
+        """The training points, as fitted."""
+        check_is_fitted(self)
+        return self._index.X
+
+    def reference_features(self, X):
+        """``X`` as float64: the metric compares the inputs themselves."""
+        return np.asarray(X, dtype=np.float64)
+
+    def distances_to(self, X, features):
+        """Exact distances (this model's metric) from ``X`` to the rows of ``features``."""
+        return exact_distances(
+            self.reference_features(X), features, *canonical_metric(self.metric, self.p)
+        )
+
+    def export_state(self):
         state = {"n_samples_fit": int(self.n_samples_fit_)}
         return state, {"X": self._fit_X, "y": self._y.astype(np.int64), "classes": self.classes_}
 
-    def _import_state(self, state, arrays):
+    def import_state(self, state, arrays):
         self.classes_ = arrays["classes"]
         self._y = arrays["y"]
         self.n_samples_fit_ = int(state["n_samples_fit"])

@@ -15,26 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
-from digitrec.features.transformers import as_images
 from digitrec.models import Model
-from digitrec.neighbors.hybrid import HybridClassifier
-from digitrec.neighbors.idm import IDMClassifier, idm_features, idm_pairs
-from digitrec.neighbors.knn import KNNClassifier, vote
-from digitrec.neighbors.search import canonical_metric
+from digitrec.neighbors.knn import vote
+from digitrec.neighbors.protocol import Neighbor, ReferenceClassifier
 from digitrec.persistence.sample_db import Sample, SampleError, SampleStore
 from digitrec.reading.recognize import tiles_to_model_input
-
-
-@dataclass(frozen=True)
-class Neighbor:
-    """One reference image near a query: from the training set, or a stored sample."""
-
-    label: int
-    distance: float
-    image: np.ndarray | None  # model input shape and value range; None if not saved
-    sample_id: int | None  # None for a training image
 
 
 @dataclass(frozen=True)
@@ -49,90 +37,31 @@ class _SampleSet:
     revision: int
 
 
-class _KNNReferences:
-    """The training set of a kNN pipeline: its features, its index, exact distances."""
+class _References:
+    """A model's reference classifier (:mod:`digitrec.neighbors.protocol`) and the steps
+    before it: the training references, and how queries and samples are measured."""
 
-    def __init__(self, model: Model, knn: KNNClassifier) -> None:
-        self.estimator = model.estimator
-        self.knn = knn
-        self.metric, self.p = canonical_metric(knn.metric, knn.p)
-        self.n_neighbors, self.weights = knn.n_neighbors, knn.weights
-        self.labels = knn._y
-        self.n_training = int(knn.n_samples_fit_)
-
-    def features(self, images: np.ndarray) -> np.ndarray:
-        return np.asarray(self.estimator[:-1].transform(images), dtype=np.float64)
-
-    def search(self, features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, None]:
-        """The ``k`` nearest training images, and the model's own answer: None, the vote of
-        the neighbours is this model's answer."""
-        # The index itself, not KNNClassifier.kneighbors: that one sets thread counts for
-        # batch work (all cores), which the caller's search context has chosen otherwise.
-        return *self.knn._index.query(features, min(k, self.n_training)), None
-
-    def sample_features(self, images: np.ndarray) -> np.ndarray:
-        return self.features(images)
-
-    def distances(self, features: np.ndarray, sample_features: np.ndarray) -> np.ndarray:
-        return exact_distances(features, sample_features, self.metric, self.p)
-
-
-class _IDMReferences:
-    """The training set of an :class:`IDMClassifier`; samples are measured with its final
-    distance (the IDM, or stage 1's euclidean distance without re-ranking)."""
-
-    def __init__(self, idm: IDMClassifier) -> None:
-        self.idm = idm
-        self.n_neighbors, self.weights = idm.n_neighbors, idm.weights
-        self.labels = idm._y
-        self.n_training = len(idm._y)
-        self.max_k = idm.n_candidates if idm.rerank else self.n_training
+    def __init__(self, estimator: BaseEstimator, classifier: ReferenceClassifier) -> None:
+        self.head = estimator[:-1] if isinstance(estimator, Pipeline) else None
+        self.classifier = classifier
+        self.n_neighbors, self.weights = classifier.n_neighbors, classifier.weights
+        self.labels = classifier.reference_classes()
+        self.n_training = len(self.labels)
 
     def features(self, images: np.ndarray) -> np.ndarray:
-        return np.asarray(images)  # the classifier's own search starts from the images
-
-    def search(self, images: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, None]:
-        return *self.idm.kneighbors(images, n_neighbors=min(k, self.max_k)), None
+        """Model inputs -> what the classifier takes (a pipeline's features, or the images)."""
+        if self.head is None:
+            return np.asarray(images)
+        return np.asarray(self.head.transform(images), dtype=np.float64)
 
     def sample_features(self, images: np.ndarray) -> np.ndarray:
-        """What the final distance compares: IDM feature planes, or stage 1's projections
-        when there is no re-ranking. Samples keep theirs; queries get theirs per search."""
-        idm = self.idm
-        upright = idm._upright(as_images(images))
-        if not idm.rerank:
-            return idm._project(idm._stage1_pixels(upright))
-        return idm_features(upright, idm.idm_blur)
-
-    def distances(self, images: np.ndarray, sample_features: np.ndarray) -> np.ndarray:
-        queries = self.sample_features(images)
-        if not self.idm.rerank:
-            return exact_distances(queries, sample_features, "euclidean")
-        n_samples = len(sample_features)
-        pairs = np.broadcast_to(np.arange(n_samples), (len(queries), n_samples))
-        return idm_pairs(queries, sample_features, pairs, self.idm.warp, self.idm.context)
+        return self.classifier.reference_features(self.features(images))
 
 
-class _HybridReferences(_IDMReferences):
-    """A :class:`HybridClassifier`'s training set: its IDM neighbours and samples are merged
-    as for ``knn-idm``, but where no sample is among them the model's own answer (which adds
-    the hyperplane distance to the vote) stands."""
-
-    def search(self, images: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, tuple]:
-        """The ``k`` IDM-nearest training images and, from the same search, the model's own
-        answer: its probabilities, then the nearest training images of the class answered."""
-        hybrid, k = self.idm, min(k, self.max_k)
-        scores, dist, idx = hybrid._class_scores(hybrid._query_images(images))
-        return dist[:, :k], idx[:, :k], hybrid._answer_from(scores, dist, idx, k)
-
-
-def _references(model: Model) -> _KNNReferences | _IDMReferences | None:
+def _references(model: Model) -> _References | None:
     estimator = model.estimator
-    if isinstance(estimator, HybridClassifier):
-        return _HybridReferences(estimator)
-    if isinstance(estimator, IDMClassifier):
-        return _IDMReferences(estimator)
     final = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
-    return _KNNReferences(model, final) if isinstance(final, KNNClassifier) else None
+    return _References(estimator, final) if isinstance(final, ReferenceClassifier) else None
 
 
 def learns_from_samples(model: Model) -> bool:
@@ -276,17 +205,17 @@ class PersonalModel(Model):
         whether each comes from a sample, and the snapshot the positions refer to."""
         return self._search_and_answer(images, k)[0]
 
-    def _search_and_answer(self, images: np.ndarray, k: int) -> tuple[tuple, tuple | None]:
-        """:meth:`_search`, and the model's own answer when it gives one (``knn-idm-hknn``:
-        its probabilities, and the distances and indices of the training images behind it),
-        else None."""
+    def _search_and_answer(self, images: np.ndarray, k: int) -> tuple[tuple, tuple]:
+        """:meth:`_search`, and the model's own answer from the same search: its
+        probabilities, and the distances and indices of the training images behind it."""
         samples = self._samples
         features = self.references.features(images)
         k = min(k, self.n_training + len(samples.ids))
+        classifier = self.references.classifier
         with self.search_context():
-            distances, indices, answer = self.references.search(features, k)
+            *answer, distances, indices = classifier.answer_and_nearest(features, k)
             if len(samples.ids):
-                s_dist = self.references.distances(features, samples.features)
+                s_dist = classifier.distances_to(features, samples.features)
         if len(samples.ids):
             s_idx = np.broadcast_to(np.arange(len(samples.ids)) + self.n_training, s_dist.shape)
             distances = np.concatenate([distances, s_dist], axis=1)
@@ -338,13 +267,12 @@ class PersonalModel(Model):
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         return self._answer(*self._search_and_answer(images, self.n_neighbors))[0]
 
-    def _answer(self, found: tuple, answer: tuple | None) -> tuple[np.ndarray, tuple]:
-        """The answer and the neighbours behind it: the neighbours' vote, except for a model
-        that answers itself (``knn-idm-hknn``), whose answer and neighbours stand wherever
-        no sample is among the neighbours."""
+    def _answer(self, found: tuple, answer: tuple) -> tuple[np.ndarray, tuple]:
+        """The answer and the neighbours behind it: the model's own wherever no sample is
+        among the neighbours (for ``knn`` and ``knn-idm`` that is the same vote of the same
+        neighbours; ``knn-idm-hknn`` adds the hyperplane distance), else the vote of the
+        merged neighbours."""
         proba = self._vote(*found)
-        if answer is None:
-            return proba, found
         distances, indices, from_sample, samples = found
         own, own_distances, own_indices = answer
         untouched = ~from_sample.any(axis=1)
@@ -359,52 +287,7 @@ class PersonalModel(Model):
         classes[~from_sample] = self.references.labels[indices[~from_sample]]
         classes[from_sample] = samples.classes[indices[from_sample] - self.n_training]
         weight = np.where(from_sample, self.sample_weight, 1.0)
-        return weighted_vote(
-            classes, distances, weight, len(self.classes), self.references.weights
-        )
+        return vote(classes, distances, len(self.classes), self.references.weights, weight)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self.classes[np.argmax(self.predict_proba(images), axis=1)]
-
-
-def weighted_vote(
-    neighbor_classes: np.ndarray,
-    distances: np.ndarray,
-    neighbor_weights: np.ndarray,
-    n_classes: int,
-    weights: str,
-) -> np.ndarray:
-    """Class probabilities as :func:`digitrec.neighbors.knn.vote` gives them, each neighbour's
-    vote also multiplied by its own weight."""
-    return vote(neighbor_classes, distances, n_classes, weights, neighbor_weights)
-
-
-def exact_distances(Q: np.ndarray, S: np.ndarray, metric: str, p: float = 2.0) -> np.ndarray:
-    """``(len(Q), len(S))`` float64 distances, computed as the exact pass
-    of :mod:`digitrec.neighbors.search` computes them (``metric`` as :func:`canonical_metric`
-    gives it).
-
-    Brute force: the sample set is small, and building a :class:`NeighborIndex` (a principal
-    component fit over all features) would cost far more than searching it.
-    """
-    Q = np.asarray(Q, dtype=np.float64)
-    S = np.asarray(S, dtype=np.float64)
-    if metric == "cosine":
-        q_norm = np.sqrt(np.einsum("ij,ij->i", Q, Q))
-        s_norm = np.sqrt(np.einsum("ij,ij->i", S, S))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out = np.clip(1.0 - (Q @ S.T) / np.outer(q_norm, s_norm), 0.0, 2.0)
-        out[(q_norm == 0)[:, None] | (s_norm == 0)[None, :]] = 1.0
-        return out
-    out = np.empty((len(Q), len(S)), dtype=np.float64)
-    # Chunks keep the (queries, chunk, features) difference array near 16 MB.
-    chunk = max(1, (1 << 21) // max(1, len(Q) * S.shape[1]))
-    for start in range(0, len(S), chunk):
-        diff = np.abs(Q[:, None, :] - S[None, start : start + chunk, :])
-        if metric == "euclidean":
-            out[:, start : start + chunk] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
-        elif metric == "manhattan":
-            out[:, start : start + chunk] = diff.sum(axis=2)
-        else:
-            out[:, start : start + chunk] = (diff**p).sum(axis=2) ** (1.0 / p)
-    return out

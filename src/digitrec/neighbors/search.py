@@ -1,19 +1,20 @@
 """Exact k-nearest-neighbour search, fast on two cores.
 
-Each block of queries goes through two passes:
+:class:`NeighborIndex` never approximates: it computes a cheap lower bound on every
+distance, and exact distances only for the references the bounds cannot rule out.
 
-1. a float32 pass over every reference -- one BLAS matrix product for euclidean and cosine,
-   a compiled loop for manhattan and other Minkowski powers -- that keeps the ``C > k`` best
-   candidates per query;
-2. an exact float64 pass that recomputes the candidates' distances from the original data,
-   sorts them by (distance, index) and keeps ``k``.
+- **euclidean and cosine**: each reference is split into its projection on a few principal
+  directions and the length of the rest; one float32 matrix product in that small space
+  bounds every squared distance from below (Cauchy-Schwarz on the rest, less a rigorous
+  bound on float32's rounding error).
+- **manhattan and other Minkowski powers**: features summed over pixel blocks bound
+  ``sum |a - b|^p`` from below (power-mean inequality).
 
-The float32 pass can misorder references whose distances differ by less than its rounding
-error, so every query is checked: if the C-th candidate's approximate distance, less a
-rigorous bound on that error, does not clear the k-th exact distance, some reference outside
-the candidates could still belong in the top k and that query is recomputed exactly against
-every reference. The answer is therefore the exact top k, ties going to the lower index, as
-scikit-learn's brute-force search gives it.
+Per query, the ``2k + 8`` references with the lowest bounds are measured exactly in float64;
+the k-th exact distance then rules out every reference whose bound is above it, and the few
+left are measured too. The answer is the exact top k, ties going to the lower index, as
+scikit-learn's brute-force search gives it. :func:`exact_distances` measures small sets
+(a user's samples) directly.
 """
 
 from __future__ import annotations
@@ -54,6 +55,37 @@ def canonical_metric(metric: str, p: float) -> tuple[str, float]:
     if metric == "cosine":
         return "cosine", 2.0
     raise ValueError(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
+
+
+def exact_distances(Q: np.ndarray, S: np.ndarray, metric: str, p: float = 2.0) -> np.ndarray:
+    """``(len(Q), len(S))`` float64 distances, computed as the exact pass of
+    :class:`NeighborIndex` computes them (``metric`` as :func:`canonical_metric` gives it).
+
+    Brute force, for small reference sets (a user's samples): building a
+    :class:`NeighborIndex` (a principal component fit over all features) would cost far more
+    than searching them.
+    """
+    Q = np.asarray(Q, dtype=np.float64)
+    S = np.asarray(S, dtype=np.float64)
+    if metric == "cosine":
+        q_norm = np.sqrt(np.einsum("ij,ij->i", Q, Q))
+        s_norm = np.sqrt(np.einsum("ij,ij->i", S, S))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = np.clip(1.0 - (Q @ S.T) / np.outer(q_norm, s_norm), 0.0, 2.0)
+        out[(q_norm == 0)[:, None] | (s_norm == 0)[None, :]] = 1.0
+        return out
+    out = np.empty((len(Q), len(S)), dtype=np.float64)
+    # Chunks keep the (queries, chunk, features) difference array near 16 MB.
+    chunk = max(1, (1 << 21) // max(1, len(Q) * S.shape[1]))
+    for start in range(0, len(S), chunk):
+        diff = np.abs(Q[:, None, :] - S[None, start : start + chunk, :])
+        if metric == "euclidean":
+            out[:, start : start + chunk] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+        elif metric == "manhattan":
+            out[:, start : start + chunk] = diff.sum(axis=2)
+        else:
+            out[:, start : start + chunk] = (diff**p).sum(axis=2) ** (1.0 / p)
+    return out
 
 
 class NeighborIndex:

@@ -307,7 +307,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = N_PIXELS
         seed = self.seed if self.seed is not None else int(np.random.SeedSequence().entropy)
         seed %= 2**32
-        train_idx, val_idx = self._validation_split(encoded, seed)
+        train_idx, val_idx = self.validation_split(encoded, seed)
 
         torch = _import_torch()
         train = torch.from_numpy(images[train_idx]), torch.from_numpy(encoded[train_idx])
@@ -376,7 +376,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.history_ = history
         self.n_epochs_ = len(history["epoch"])
 
-    def _validation_split(self, encoded: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    def validation_split(self, encoded: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The rows trained on and the rows held out to choose the best epoch, a split of
+        ``validation_fraction`` stratified by the class indices ``encoded``."""
         indices = np.arange(len(encoded))
         if self.validation_fraction == 0:
             return indices, indices[:0]
@@ -424,7 +426,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ saving
 
-    def _export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+    def export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         """JSON-able state and the weights as float32 arrays with identifier names."""
         check_is_fitted(self, "network_")
         torch = _import_torch()
@@ -448,8 +450,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         }
         return state, arrays
 
-    def _import_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
-        """Rebuild the fitted network from what ``_export_state`` returned."""
+    def import_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Rebuild the fitted network from what ``export_state`` returned."""
         torch = _import_torch()
         if state.get("format") != STATE_FORMAT:
             raise ModelFileError(f"not a digitrec cnn state: format {state.get('format')!r}")
@@ -492,7 +494,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """Write parameters, state and weights to one ``.safetensors`` file (no pickle)."""
         from safetensors.numpy import save_file
 
-        state, arrays = self._export_state()
+        state, arrays = self.export_state()
         metadata = {"digitrec": json.dumps({"params": self.get_params(), "state": state})}
         save_file(arrays, str(path), metadata=metadata)
 
@@ -507,7 +509,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 raise ModelFileError(f"{path}: not a digitrec cnn file")
             arrays = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
         model = cls(**saved["params"])
-        model._import_state(saved["state"], arrays)
+        model.import_state(saved["state"], arrays)
         return model
 
 

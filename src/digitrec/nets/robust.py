@@ -115,16 +115,12 @@ class RobustCNNClassifier(CNNClassifier):
         distorted = [distort(source, rng, **self._distortion_params()) for _ in range(self.copies)]
         extended = np.concatenate([source, *distorted])
         del images, distorted
-        # _validation_split needs to know which rows are originals; only during this fit.
-        self._n_originals = len(source)
-        try:
-            return super().fit(extended, np.tile(y, self.copies + 1))
-        finally:
-            del self._n_originals
+        return super().fit(extended, np.tile(y, self.copies + 1))
 
-    def _validation_split(self, encoded: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Split the originals; copies follow their original into training or are dropped."""
-        n = self._n_originals
-        train, val = super()._validation_split(encoded[:n], seed)
+    def validation_split(self, encoded: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Split the originals (the first of the ``copies + 1`` equal parts :meth:`fit`
+        trains on); copies follow their original into training or are dropped."""
+        n = len(encoded) // (self.copies + 1)
+        train, val = super().validation_split(encoded[:n], seed)
         copies_of_train = [train + k * n for k in range(1, self.copies + 1)]
         return np.concatenate([train, *copies_of_train]), val

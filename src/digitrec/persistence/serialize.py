@@ -3,7 +3,7 @@
 ``state`` is JSON; ``arrays`` are numeric numpy arrays. Loading never reconstructs a class
 named by the file: the model kind names a builder in digitrec's registry, the builder makes
 a fresh estimator from the saved parameters, and :func:`import_state` only fills in fitted
-attributes. digitrec's own estimators implement ``_export_state``/``_import_state``;
+attributes. digitrec's own estimators implement ``export_state``/``import_state``;
 scikit-learn's are described here by the fitted attributes they need, or, for random forests
 and kernel SVMs, by a pair of functions that take their compiled structures apart into plain
 arrays and check them before putting them back.
@@ -55,8 +55,8 @@ def export_state(estimator: BaseEstimator) -> tuple[State, Arrays]:
             state[name] = step_state
             arrays.update({f"{name}__{key}": value for key, value in step_arrays.items()})
         return state, arrays
-    if hasattr(estimator, "_export_state"):
-        return estimator._export_state()
+    if hasattr(estimator, "export_state"):
+        return estimator.export_state()
     if type(estimator).__name__ in _CODECS:
         return _CODECS[type(estimator).__name__][0](estimator)
     names = _FITTED_ATTRIBUTES.get(type(estimator).__name__)
@@ -94,8 +94,8 @@ def _import(estimator, state, arrays):
             }
             _import(step, state[name], step_arrays)
         return
-    if hasattr(estimator, "_import_state"):
-        estimator._import_state(state, arrays)
+    if hasattr(estimator, "import_state"):
+        estimator.import_state(state, arrays)
         return
     if type(estimator).__name__ in _CODECS:
         _CODECS[type(estimator).__name__][1](estimator, state, arrays)

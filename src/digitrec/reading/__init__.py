@@ -23,6 +23,7 @@ __getattr__, __dir__, __all__ = exports(
         "DigitReading": "recognize",
         "Reading": "recognize",
         "read_image": "recognize",
+        "read_images": "recognize",
         "find_digits": "recognize",
         "tiles_to_model_input": "recognize",
         "write_annotations": "annotate",

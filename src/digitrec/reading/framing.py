@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from digitrec.errors import ImageError
+from digitrec.errors import UnreadableImage
 from digitrec.reading.ink import (
     NO_INK,
     bounding_box,
@@ -155,7 +155,7 @@ def to_mnist_tile(image: np.ndarray, *, transform: TileTransform | None = None) 
     if tile is None:
         ink = find_ink(grey)
         if ink is None:
-            raise ImageError(NO_INK)
+            raise UnreadableImage(NO_INK)
         everything = np.isin(ink.labels, ink.ids)
         box = bounding_box(everything)
         tile = tile_from_mask(crop(everything, box), crop(ink.core, box))

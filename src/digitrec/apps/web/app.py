@@ -4,8 +4,9 @@
 :func:`digitrec.data.images.load_image` and :mod:`digitrec.reading.recognize`, the same path
 as ``digitrec predict``. For kNN models the stored samples join the reference set at once
 (:class:`digitrec.neighbors.personal.PersonalModel`). Bad input is answered with a status
-and ``{"detail": "..."}``: 413 for bodies and images over the limits, 415 for media types that are
-not images, 422 for malformed requests; never a 500.
+and ``{"detail": "..."}``: 413 for bodies and images over the limits, 415 for media types
+that are not images, 422 for malformed requests; never a 500. Errors raised by digitrec
+carry their status (:mod:`digitrec.errors`): the app maps them by class, never by message.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -31,25 +32,19 @@ from threadpoolctl import ThreadpoolController
 
 from digitrec import __version__, config, models
 from digitrec.data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_image
-from digitrec.errors import ImageError
+from digitrec.errors import DigitrecError, ImageError
 from digitrec.models import Model
-from digitrec.neighbors.personal import Neighbor, PersonalModel, learns_from_samples
+from digitrec.neighbors.personal import PersonalModel, learns_from_samples
+from digitrec.neighbors.protocol import Neighbor
 from digitrec.neighbors.search import numba_threads
 from digitrec.persistence.sample_db import (
     Sample,
-    SampleError,
     SampleStore,
     database_path,
     encode_png,
 )
 from digitrec.reading.framing import to_mnist_tile
-from digitrec.reading.recognize import (
-    Reading,
-    find_digits,
-    read_tiles,
-    readings_of,
-    tiles_to_model_input,
-)
+from digitrec.reading.recognize import read_images
 
 STATIC = Path(__file__).parent / "static"
 # Base64 makes a JSON body 4/3 of the image; the rest is room for the JSON or multipart frame.
@@ -217,16 +212,6 @@ class BodyLimit:
         )
 
 
-def image_error_status(exc: ImageError) -> int:
-    """The HTTP status for each kind of :class:`ImageError` that ``load_image`` raises."""
-    message = str(exc)
-    if message.endswith(" limit"):  # "... over the 20.0 MB limit", "... megapixel limit"
-        return 413
-    if "images are not supported" in message or "not a recognised image" in message:
-        return 415
-    return 422  # empty file, broken header, undecodable pixels, no ink
-
-
 def decode_image_text(text: str) -> bytes:
     """The bytes of a ``data:image/...;base64,`` URL, or of bare base64."""
     payload = text
@@ -301,35 +286,22 @@ class Service:
             self.personal.sync(self.store)
 
     def load(self, data: bytes, name: str) -> np.ndarray:
-        try:
-            return load_image(
-                data, max_bytes=self.max_image_bytes, max_pixels=self.max_pixels, name=name
-            )
-        except ImageError as exc:
-            raise HTTPException(image_error_status(exc), str(exc)) from None
+        """The image, or an :class:`ImageError` whose class carries the HTTP status."""
+        return load_image(
+            data, max_bytes=self.max_image_bytes, max_pixels=self.max_pixels, name=name
+        )
 
     def predict(self, data: bytes, name: str) -> dict[str, Any]:
         image = self.load(data, name)
         self.sync()
-        found = find_digits(image)
-        nearest: list[list[Neighbor]] = [[] for _ in found.tiles]
-        if found.diagnosis:
-            reading = Reading(diagnosis=found.diagnosis)
-        elif self.personal is not None:
-            # One search gives the answer and the neighbours shown with it; searches lock
-            # only themselves.
-            inputs = tiles_to_model_input(found.tiles, self.base)
-            probabilities, nearest = self.personal.explain(inputs)
-            reading = Reading(
-                readings_of(probabilities, self.personal.classes, found.tiles, found.boxes)
-            )
-        else:
-            with self.one_at_a_time():
-                reading = Reading(read_tiles(self.base, found.tiles, found.boxes))
+        # One search gives the answer and the neighbours shown with it; the personal model's
+        # searches lock only themselves, any other model's call runs one at a time.
+        context = contextlib.nullcontext if self.personal is not None else self.one_at_a_time
+        (reading,) = read_images(self.model, [image], explain=True, model_context=context)
         body = reading.to_json()
-        for out, neighbors, digit in zip(body["digits"], nearest, reading.digits, strict=True):
+        for out, digit in zip(body["digits"], reading.digits, strict=True):
             out["tile"] = png_data_url(digit.tile)
-            out["neighbors"] = self._neighbors_json(neighbors)
+            out["neighbors"] = self._neighbors_json(digit.neighbors)
         body["image"] = {"width": int(image.shape[1]), "height": int(image.shape[0])}
         return body
 
@@ -385,108 +357,7 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "malformed request"
 
 
-# --- the app -------------------------------------------------------------------------------
-
-
-def create_app(
-    model_dir: Path | None = None,
-    model: Model | None = None,
-    home: Path | None = None,
-    *,
-    max_image_bytes: int = DEFAULT_MAX_BYTES,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> FastAPI:
-    """The web app for ``model`` (or the model in ``model_dir``, by default the default model),
-    keeping samples in ``home`` (by default the data directory)."""
-    if model is None:
-        model = models.load(Path(model_dir) if model_dir else config.default_model_dir())
-    service = Service(model, SampleStore(database_path(home)), max_image_bytes, max_pixels)
-    app = FastAPI(
-        title="digitrec",
-        version=__version__,
-        description="Read handwritten digits from drawings and photos; correct the answers.",
-    )
-    app.state.service = service
-    app.add_middleware(BodyLimit, max_bytes=max_image_bytes * 4 // 3 + _BODY_OVERHEAD)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _validation_detail(exc)}, status_code=422)
-
-    @app.exception_handler(SampleError)
-    async def sample_error(request: Request, exc: SampleError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
-
-    @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
-
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-    @app.get("/api/health", response_model=Health)
-    def health() -> dict[str, Any]:
-        return {"status": "ok", "model": model.kind, "samples": service.store.count()}
-
-    @app.get("/api/model", response_model=ModelOut)
-    def model_info() -> dict[str, Any]:
-        dataset = model.info.get("dataset", {})
-        return {
-            "kind": model.kind,
-            "params": model.params,
-            "accuracy": model.info.get("metrics", {}).get("accuracy"),
-            "training_size": dataset.get("n_train"),
-            "dataset": dataset.get("name"),
-            "input_shape": list(model.input_shape),
-            "classes": [int(c) for c in model.classes],
-            "learns_from_samples": service.personal is not None,
-            "samples": service.store.count(),
-        }
-
-    @app.post(
-        "/api/predict",
-        response_model=PredictionOut,
-        responses=_ERRORS,
-        openapi_extra=_PREDICT_BODY,
-    )
-    async def predict(request: Request) -> dict[str, Any]:
-        """Read the digits in an image: a multipart upload (field ``file``) or JSON
-        ``{"image": "data:image/png;base64,..."}`` from a canvas."""
-        data, name = await _image_from_request(request)
-        return await run_in_threadpool(service.predict, data, name)
-
-    @app.get("/api/samples", response_model=SampleList)
-    def list_samples() -> dict[str, Any]:
-        stored = service.store.all()
-        return {"count": len(stored), "samples": [sample_json(s) for s in reversed(stored)]}
-
-    @app.post(
-        "/api/samples",
-        status_code=201,
-        response_model=SampleOut,
-        responses=_ERRORS,
-        dependencies=[Depends(_require_json)],
-    )
-    def add_sample(body: SampleIn) -> dict[str, Any]:
-        """Store a corrected digit; kNN models use it from the next prediction on."""
-        return sample_json(service.add_sample(decode_image_text(body.image), body.label))
-
-    @app.get("/api/samples/{sample_id}", response_model=SampleOut, responses={404: {}})
-    def get_sample(sample_id: int) -> dict[str, Any]:
-        sample = service.store.get(sample_id)
-        if sample is None:
-            raise HTTPException(404, f"no sample {sample_id}")
-        return sample_json(sample)
-
-    @app.delete("/api/samples/{sample_id}", response_model=Deleted, responses={404: {}})
-    def delete_sample(sample_id: int) -> dict[str, Any]:
-        service.delete_sample(sample_id)
-        return {"deleted": sample_id}
-
-    @app.get("/favicon.ico", include_in_schema=False)
-    async def favicon() -> Response:
-        return Response(status_code=204)
-
-    return app
+# --- reading the request ------------------------------------------------------------------
 
 
 def _media_type(request: Request) -> str:
@@ -543,3 +414,140 @@ async def _image_from_form(request: Request) -> tuple[bytes, str]:
         return await upload.read(), upload.filename or "upload"
     finally:
         await form.close()
+
+
+# --- the routes ----------------------------------------------------------------------------
+
+
+def get_service(request: Request) -> Service:
+    """The app's :class:`Service` (a FastAPI dependency)."""
+    return request.app.state.service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+pages = APIRouter(include_in_schema=False)
+
+
+@pages.get("/")
+async def page() -> FileResponse:
+    return FileResponse(STATIC / "index.html")
+
+
+@pages.get("/favicon.ico")
+async def favicon() -> Response:
+    return Response(status_code=204)
+
+
+api = APIRouter(prefix="/api")
+
+
+@api.get("/health", response_model=Health)
+def health(service: ServiceDep) -> dict[str, Any]:
+    return {"status": "ok", "model": service.base.kind, "samples": service.store.count()}
+
+
+@api.get("/model", response_model=ModelOut)
+def model_info(service: ServiceDep) -> dict[str, Any]:
+    model = service.base
+    dataset = model.info.get("dataset", {})
+    return {
+        "kind": model.kind,
+        "params": model.params,
+        "accuracy": model.info.get("metrics", {}).get("accuracy"),
+        "training_size": dataset.get("n_train"),
+        "dataset": dataset.get("name"),
+        "input_shape": list(model.input_shape),
+        "classes": [int(c) for c in model.classes],
+        "learns_from_samples": service.personal is not None,
+        "samples": service.store.count(),
+    }
+
+
+@api.post(
+    "/predict",
+    response_model=PredictionOut,
+    responses=_ERRORS,
+    openapi_extra=_PREDICT_BODY,
+)
+async def predict(request: Request, service: ServiceDep) -> dict[str, Any]:
+    """Read the digits in an image: a multipart upload (field ``file``) or JSON
+    ``{"image": "data:image/png;base64,..."}`` from a canvas."""
+    data, name = await _image_from_request(request)
+    return await run_in_threadpool(service.predict, data, name)
+
+
+samples = APIRouter(prefix="/api/samples")
+
+
+@samples.get("", response_model=SampleList)
+def list_samples(service: ServiceDep) -> dict[str, Any]:
+    stored = service.store.all()
+    return {"count": len(stored), "samples": [sample_json(s) for s in reversed(stored)]}
+
+
+@samples.post(
+    "",
+    status_code=201,
+    response_model=SampleOut,
+    responses=_ERRORS,
+    dependencies=[Depends(_require_json)],
+)
+def add_sample(body: SampleIn, service: ServiceDep) -> dict[str, Any]:
+    """Store a corrected digit; kNN models use it from the next prediction on."""
+    return sample_json(service.add_sample(decode_image_text(body.image), body.label))
+
+
+@samples.get("/{sample_id}", response_model=SampleOut, responses={404: {}})
+def get_sample(sample_id: int, service: ServiceDep) -> dict[str, Any]:
+    sample = service.store.get(sample_id)
+    if sample is None:
+        raise HTTPException(404, f"no sample {sample_id}")
+    return sample_json(sample)
+
+
+@samples.delete("/{sample_id}", response_model=Deleted, responses={404: {}})
+def delete_sample(sample_id: int, service: ServiceDep) -> dict[str, Any]:
+    service.delete_sample(sample_id)
+    return {"deleted": sample_id}
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return JSONResponse({"detail": _validation_detail(exc)}, status_code=422)
+
+
+async def _digitrec_error(request: Request, exc: DigitrecError) -> JSONResponse:
+    """Every digitrec error answers with the status its class carries."""
+    return JSONResponse({"detail": str(exc)}, status_code=exc.http_status)
+
+
+# --- the app -------------------------------------------------------------------------------
+
+
+def create_app(
+    model_dir: Path | None = None,
+    model: Model | None = None,
+    home: Path | None = None,
+    *,
+    max_image_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> FastAPI:
+    """The web app for ``model`` (or the model in ``model_dir``, by default the default model),
+    keeping samples in ``home`` (by default the data directory)."""
+    if model is None:
+        model = models.load(Path(model_dir) if model_dir else config.default_model_dir())
+    app = FastAPI(
+        title="digitrec",
+        version=__version__,
+        description="Read handwritten digits from drawings and photos; correct the answers.",
+    )
+    app.state.service = Service(
+        model, SampleStore(database_path(home)), max_image_bytes, max_pixels
+    )
+    app.add_middleware(BodyLimit, max_bytes=max_image_bytes * 4 // 3 + _BODY_OVERHEAD)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(DigitrecError, _digitrec_error)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    for router in (pages, api, samples):
+        app.include_router(router)
+    return app
