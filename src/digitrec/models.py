@@ -25,6 +25,7 @@ from digitrec.errors import ModelFileError, ParameterError
 from digitrec.neighbors.protocol import Neighbor, ReferenceClassifier
 from digitrec.persistence import model_store as store
 from digitrec.persistence import serialize
+from digitrec.validation import check_declared
 
 
 @dataclass(frozen=True)
@@ -262,18 +263,20 @@ def save(model: Model, directory: Path) -> Path:
 
 
 def _validate_steps(estimator: BaseEstimator) -> None:
-    """Check parameter values now, before any data: scikit-learn would only check in ``fit``.
+    """Check parameter values now, before any data: estimators would only check in ``fit``.
 
-    digitrec's own estimators check in ``_check_params``, scikit-learn's against their
-    ``_parameter_constraints`` table.
+    digitrec's estimators that relate several parameters check them in ``check_params``;
+    every other step against its declared ``_parameter_constraints``.
     """
     steps = (
         [step for _, step in estimator.steps] if isinstance(estimator, Pipeline) else [estimator]
     )
     for step in steps:
-        check = getattr(step, "_check_params", None) or getattr(step, "_validate_params", None)
+        check = getattr(step, "check_params", None)
         if check is not None:
             check()
+        else:
+            check_declared(step)
 
 
 def load(directory: Path) -> Model:

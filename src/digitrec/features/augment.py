@@ -43,6 +43,7 @@ from digitrec.features.transformers import as_images
 from digitrec.reading.framing import TILE, frame_like_mnist
 
 __all__ = [
+    "DISTORTION_LIMITS",
     "DISTORTION_PARAMS",
     "augment",
     "augmentation_transforms",
@@ -53,16 +54,18 @@ __all__ = [
 # An erosion that removes more than this share of a digit's ink has erased strokes, not
 # thinned them; such a copy keeps its original width.
 _MIN_INK_KEPT = 0.45
-# distort()'s keyword arguments, which RobustCNNClassifier takes as parameters too.
-DISTORTION_PARAMS = (
-    "max_degrees",
-    "max_shear",
-    "max_stretch",
-    "elastic_pixels",
-    "elastic_sigma",
-    "thicker",
-    "thinner",
-)
+# The range of each of distort()'s keyword arguments (thicker and thinner are probabilities),
+# which RobustCNNClassifier takes as parameters too.
+DISTORTION_LIMITS = {
+    "max_degrees": (0, 45),
+    "max_shear": (0, 1),
+    "max_stretch": (0, 0.5),
+    "elastic_pixels": (0, 4),
+    "elastic_sigma": (0.5, 10),
+    "thicker": (0, 1),
+    "thinner": (0, 1),
+}
+DISTORTION_PARAMS = tuple(DISTORTION_LIMITS)
 
 
 def augmentation_transforms(
@@ -239,14 +242,15 @@ def check_distortion(
     elastic_sigma: float,
 ) -> None:
     """Raise ParameterError unless every distortion strength is within its range."""
-    limits = {
-        "max_degrees": (max_degrees, 0, 45),
-        "max_shear": (max_shear, 0, 1),
-        "max_stretch": (max_stretch, 0, 0.5),
-        "elastic_pixels": (elastic_pixels, 0, 4),
-        "elastic_sigma": (elastic_sigma, 0.5, 10),
-    }
-    for name, (value, low, high) in limits.items():
+    values = dict(
+        max_degrees=max_degrees,
+        max_shear=max_shear,
+        max_stretch=max_stretch,
+        elastic_pixels=elastic_pixels,
+        elastic_sigma=elastic_sigma,
+    )
+    for name, value in values.items():
+        low, high = DISTORTION_LIMITS[name]
         if not (isinstance(value, Real) and low <= value <= high):
             raise ParameterError(f"{name} must be a number in [{low}, {high}], got {value!r}")
 

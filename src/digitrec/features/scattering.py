@@ -20,10 +20,12 @@ from numbers import Integral
 import numpy as np
 from scipy import fft
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from digitrec.errors import ModelFileError, ParameterError
 from digitrec.features.transformers import as_images
+from digitrec.validation import check_declared
 
 __all__ = ["ScatteringFeatures", "scattering_coefficients"]
 
@@ -151,19 +153,16 @@ class ScatteringFeatures(TransformerMixin, BaseEstimator):
     n_components : PCA dimensions kept (None keeps every coefficient).
     """
 
+    _parameter_constraints: dict = {
+        "scales": [Interval(Integral, 1, None, closed="left")],
+        "angles": [Interval(Integral, 1, None, closed="left")],
+        "n_components": [Interval(Integral, 1, None, closed="left"), None],
+    }
+
     def __init__(self, scales: int = 3, angles: int = 8, n_components: int | None = 300) -> None:
         self.scales = scales
         self.angles = angles
         self.n_components = n_components
-
-    def _check_params(self) -> None:
-        for name, low in (("scales", 1), ("angles", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, Integral) or isinstance(value, bool) or value < low:
-                raise ParameterError(f"{name} must be an int >= {low}, got {value!r}")
-        n = self.n_components
-        if n is not None and (not isinstance(n, Integral) or isinstance(n, bool) or n < 1):
-            raise ParameterError(f"n_components must be None or an int >= 1, got {n!r}")
 
     def _standard(self, images: np.ndarray, fit: bool = False) -> np.ndarray:
         # In place throughout: 60,000 MNIST digits have 470 MB of coefficients.
@@ -186,7 +185,7 @@ class ScatteringFeatures(TransformerMixin, BaseEstimator):
         return self._fit_transform(X)
 
     def _fit_transform(self, X: np.ndarray) -> np.ndarray:
-        self._check_params()
+        check_declared(self)
         images = as_images(X)
         if len(images) == 0:
             raise ParameterError("cannot fit on 0 images")
@@ -226,7 +225,7 @@ class ScatteringFeatures(TransformerMixin, BaseEstimator):
         return {"image_shape": list(self.image_shape_)}, arrays
 
     def import_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
-        self._check_params()
+        check_declared(self)
         try:
             shape = tuple(int(s) for s in state["image_shape"])
             mean = np.asarray(arrays["mean"], np.float32)

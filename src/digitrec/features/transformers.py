@@ -12,14 +12,17 @@ image shape, so ``transform`` can reject images of another size.
 from __future__ import annotations
 
 import math
+from numbers import Real
 
 import cv2
 import numpy as np
 from scipy import ndimage
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from digitrec.errors import ParameterError
+from digitrec.validation import check_declared
 
 __all__ = [
     "Deskew",
@@ -85,6 +88,7 @@ class _ImageTransformer(TransformerMixin, BaseEstimator):
     """Shared ``fit`` for the stateless transformers: remember the image shape only."""
 
     def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> _ImageTransformer:
+        check_declared(self)
         images = as_images(X)
         self.image_shape_ = images.shape[1:]
         self.n_features_in_ = int(np.prod(self.image_shape_))
@@ -146,12 +150,12 @@ class Deskew(_ImageTransformer):
     tile.
     """
 
+    _parameter_constraints: dict = {"max_shear": [Interval(Real, 0, None, closed="left")]}
+
     def __init__(self, max_shear: float = 2.0) -> None:
         self.max_shear = max_shear
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        if not self.max_shear >= 0:
-            raise ParameterError(f"max_shear must be >= 0, got {self.max_shear!r}")
         images = self._images(X)
         _, centre, cov = image_moments(images)
         var_row = cov[:, 0, 0]
@@ -174,12 +178,12 @@ class GaussianBlur(_ImageTransformer):
     margin) keeps its total mass.
     """
 
+    _parameter_constraints: dict = {"sigma": [Interval(Real, 0, None, closed="left")]}
+
     def __init__(self, sigma: float = 1.0) -> None:
         self.sigma = sigma
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        if not self.sigma >= 0:
-            raise ParameterError(f"sigma must be >= 0, got {self.sigma!r}")
         images = self._images(X)
         if self.sigma == 0:
             return images

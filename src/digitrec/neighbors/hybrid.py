@@ -21,6 +21,7 @@ from __future__ import annotations
 from numbers import Integral, Real
 
 import numpy as np
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from digitrec.errors import ModelFileError, ParameterError
@@ -64,6 +65,15 @@ class HybridClassifier(IDMClassifier):
     log-loss on the MNIST validation split (0.023; expected calibration error 0.001).
     """
 
+    _parameter_constraints: dict = {
+        **IDMClassifier._parameter_constraints,
+        "hyperplane_weight": [Interval(Real, 0, None, closed="left")],
+        "hyperplane_k": [Interval(Integral, 1, None, closed="left")],
+        "hyperplane_reg": [Interval(Real, 0, None, closed="neither")],
+        "scattering_components": [Interval(Integral, 1, None, closed="left"), None],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+    }
+
     def __init__(
         self,
         n_neighbors: int = 1,
@@ -106,21 +116,11 @@ class HybridClassifier(IDMClassifier):
         self.scattering_components = scattering_components
         self.temperature = temperature
 
-    def _check_params(self) -> None:
-        super()._check_params()
+    def check_params(self) -> None:
+        """:meth:`IDMClassifier.check_params`, and ``rerank`` must be on."""
+        super().check_params()
         if not self.rerank:
             raise ParameterError("rerank must be True: the vote needs the IDM distances")
-        if not (isinstance(self.hyperplane_weight, Real) and self.hyperplane_weight >= 0):
-            raise ParameterError(
-                f"hyperplane_weight must be a number >= 0, got {self.hyperplane_weight!r}"
-            )
-        k = self.hyperplane_k
-        if not (isinstance(k, Integral) and not isinstance(k, bool) and k >= 1):
-            raise ParameterError(f"hyperplane_k must be an int >= 1, got {k!r}")
-        for name in ("hyperplane_reg", "temperature"):
-            value = getattr(self, name)
-            if not (isinstance(value, Real) and value > 0):
-                raise ParameterError(f"{name} must be a number > 0, got {value!r}")
 
     def _scattering(self) -> ScatteringFeatures:
         return ScatteringFeatures(n_components=self.scattering_components)

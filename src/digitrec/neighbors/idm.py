@@ -29,12 +29,14 @@ import numpy as np
 from numba import njit, prange
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.decomposition import PCA
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from digitrec.errors import ModelFileError, ParameterError
 from digitrec.features.augment import augment, augmentation_transforms
 from digitrec.features.transformers import Deskew, GaussianBlur, as_images
 from digitrec.neighbors.search import exact_distances
+from digitrec.validation import check_declared
 
 __all__ = ["IDMClassifier", "idm_distance", "idm_features", "idm_pairs"]
 
@@ -282,7 +284,21 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
     50,000 training images, score the last 10,000): see ``benchmarks/accuracy_mnist.py``.
     """
 
-    _parameter_constraints: dict = {}
+    _parameter_constraints: dict = {
+        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "weights": [StrOptions({"uniform", "distance"})],
+        "n_candidates": [Interval(Integral, 1, None, closed="left")],
+        "deskew": ["boolean"],
+        "blur": [Interval(Real, 0, None, closed="left")],
+        "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "shift": [Interval(Integral, 0, None, closed="left")],
+        "rerank": ["boolean"],
+        "warp": [Interval(Integral, 0, 4, closed="both")],
+        "context": [Interval(Integral, 0, 3, closed="both")],
+        "idm_blur": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    }
 
     def __init__(
         self,
@@ -316,34 +332,14 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
 
     # -- parameters -----------------------------------------------------------------
 
-    def _check_params(self) -> None:
-        def need(ok: bool, name: str, allowed: str) -> None:
-            if not ok:
-                value = getattr(self, name)
-                raise ParameterError(f"{name} must be {allowed}, got {value!r}")
-
-        def is_int(v: object) -> bool:
-            return isinstance(v, Integral) and not isinstance(v, bool)
-
-        need(is_int(self.n_neighbors) and self.n_neighbors >= 1, "n_neighbors", "an int >= 1")
-        need(self.weights in ("uniform", "distance"), "weights", "'uniform' or 'distance'")
-        need(is_int(self.n_candidates) and self.n_candidates >= 1, "n_candidates", "an int >= 1")
-        need(isinstance(self.blur, Real) and self.blur >= 0, "blur", "a number >= 0")
-        need(
-            self.n_components is None or (is_int(self.n_components) and self.n_components >= 1),
-            "n_components",
-            "None or an int >= 1",
-        )
-        need(is_int(self.shift) and self.shift >= 0, "shift", "an int >= 0")
-        need(is_int(self.warp) and 0 <= self.warp <= 4, "warp", "an int in 0..4")
-        need(is_int(self.context) and 0 <= self.context <= 3, "context", "an int in 0..3")
-        need(isinstance(self.idm_blur, Real) and self.idm_blur >= 0, "idm_blur", "a number >= 0")
-        need(is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "an int >= 1")
-        if self.rerank:
-            need(
-                self.n_candidates >= self.n_neighbors,
-                "n_candidates",
-                f"at least n_neighbors={self.n_neighbors}",
+    def check_params(self) -> None:
+        """Raise ParameterError for a bad parameter: declared ranges, then ``n_candidates``
+        against ``n_neighbors``."""
+        check_declared(self)
+        if self.rerank and self.n_candidates < self.n_neighbors:
+            raise ParameterError(
+                f"n_candidates must be at least n_neighbors={self.n_neighbors}, "
+                f"got {self.n_candidates!r}"
             )
 
     # -- feature stages ---------------------------------------------------------------
@@ -384,7 +380,7 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
     def _fit(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         """:meth:`fit`, returning the upright (deskewed) training images it made, so that a
         subclass building more features from them need not deskew them again."""
-        self._check_params()
+        self.check_params()
         images = as_images(X)
         y = np.asarray(y)
         if y.ndim != 1 or len(y) != len(images):
@@ -553,7 +549,7 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
         return state, arrays
 
     def import_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
-        self._check_params()
+        self.check_params()
         try:
             stored = np.asarray(arrays["images"])
             images = as_images(stored)

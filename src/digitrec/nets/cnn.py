@@ -23,16 +23,19 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from numbers import Integral, Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from digitrec.errors import ModelFileError, ParameterError
+from digitrec.validation import check_declared
 
 if TYPE_CHECKING:  # annotations only: torch is imported lazily at run time
     import torch
@@ -270,6 +273,18 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     True
     """
 
+    _parameter_constraints: dict = {
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "seed": [Interval(Integral, 0, None, closed="left"), None],
+        "augment": ["boolean"],
+        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "verbose": ["verbose"],
+    }
+
     def __init__(
         self,
         epochs: int = 6,
@@ -296,7 +311,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> CNNClassifier:
         """Train on images ``X`` (n, 28, 28) or (n, 784), values 0..255, labels ``y``."""
-        self._check_params()
+        check_declared(self)
         images = _as_images(X)
         y = np.asarray(y)
         if y.ndim != 1 or len(y) != len(images):
@@ -391,23 +406,6 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 f"validation_fraction={self.validation_fraction} cannot be carved, stratified, "
                 f"from {len(encoded)} samples of {encoded.max() + 1} classes: {exc}"
             ) from exc
-
-    def _check_params(self) -> None:
-        _check_int("epochs", self.epochs, low=1)
-        _check_int("batch_size", self.batch_size, low=1)
-        _check_int("patience", self.patience, low=1)
-        _check_number("learning_rate", self.learning_rate, "> 0", lambda v: v > 0)
-        _check_number(
-            "validation_fraction", self.validation_fraction, "in [0, 1)", lambda v: 0 <= v < 1
-        )
-        if self.seed is not None:
-            _check_int("seed", self.seed, low=0)
-        if self.n_threads is not None:
-            _check_int("n_threads", self.n_threads, low=1)
-        if not isinstance(self.augment, bool | np.bool_):
-            raise ParameterError(f"augment must be True or False; got {self.augment!r}")
-        if not isinstance(self.verbose, bool | int | np.integer):
-            raise ParameterError(f"verbose must be True, False or an integer; got {self.verbose!r}")
 
     # ------------------------------------------------------------------ predicting
 
@@ -534,18 +532,3 @@ def _as_images(X: Any) -> np.ndarray:
     if X.min() < 0 or X.max() > 255:
         raise ValueError(f"pixel values must be in 0..255; got {X.min()}..{X.max()}")
     return (X.astype(np.float32) / np.float32(255))[:, None, :, :]
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ParameterError(f"{name} must be an integer >= {low}; got {value!r}")
-
-
-def _check_number(name: str, value: Any, allowed: str, ok) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float | np.integer | np.floating)
-        or not math.isfinite(value)
-        or not ok(value)
-    ):
-        raise ParameterError(f"{name} must be a number {allowed}; got {value!r}")

@@ -8,16 +8,18 @@ on every image plus copies distorted by :func:`digitrec.features.augment.distort
 
 from __future__ import annotations
 
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
+from sklearn.utils._param_validation import Interval
 
 from digitrec.errors import ParameterError
-from digitrec.features.augment import DISTORTION_PARAMS, check_distortion, distort
+from digitrec.features.augment import DISTORTION_LIMITS, DISTORTION_PARAMS, distort
 from digitrec.features.transformers import as_images
 from digitrec.nets.cnn import CNNClassifier
 from digitrec.reading.framing import TILE
+from digitrec.validation import check_declared
 
 __all__ = ["RobustCNNClassifier"]
 
@@ -41,6 +43,16 @@ class RobustCNNClassifier(CNNClassifier):
         passed to :func:`distort`.
     All other parameters are :class:`~digitrec.nets.cnn.CNNClassifier`'s.
     """
+
+    _parameter_constraints: dict = {
+        **CNNClassifier._parameter_constraints,
+        "copies": [Interval(Integral, 0, None, closed="left")],
+        "distortion_seed": [Interval(Integral, 0, None, closed="left")],
+        **{
+            name: [Interval(Real, low, high, closed="both")]
+            for name, (low, high) in DISTORTION_LIMITS.items()
+        },
+    }
 
     def __init__(
         self,
@@ -84,26 +96,22 @@ class RobustCNNClassifier(CNNClassifier):
         self.thicker = thicker
         self.thinner = thinner
 
-    def _check_params(self) -> None:
-        super()._check_params()
-        for name in ("copies", "distortion_seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
-                raise ParameterError(f"{name} must be an integer >= 0; got {value!r}")
-        check_distortion(
-            self.max_degrees,
-            self.max_shear,
-            self.max_stretch,
-            self.elastic_pixels,
-            self.elastic_sigma,
-        )
+    def check_params(self) -> None:
+        """Raise ParameterError for a bad parameter: declared ranges, then the two stroke
+        probabilities together."""
+        check_declared(self)
+        if self.thicker + self.thinner > 1:
+            raise ParameterError(
+                f"thicker and thinner must be probabilities adding up to at most 1, "
+                f"got {self.thicker!r} and {self.thinner!r}"
+            )
 
     def _distortion_params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in DISTORTION_PARAMS}
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> RobustCNNClassifier:
         """Train on ``X`` (uint8 ``(n, 28, 28)``, 0..255) and ``copies`` distorted copies."""
-        self._check_params()
+        self.check_params()
         images = as_images(X, dtype=np.float32)
         if images.shape[1:] != (TILE, TILE):
             raise ValueError(f"images must be (n, 28, 28) or (n, 784); got {images.shape}")
