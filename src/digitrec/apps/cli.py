@@ -159,11 +159,13 @@ def train(
 ) -> None:
     """Train a model and save it as a model directory (default: the default model)."""
     from digitrec.evaluation.metrics import evaluate
+    from digitrec.persistence import model_store
 
     directory = _model_dir(output)
-    if keep_existing and (directory / "model.json").exists():
+    if keep_existing and (directory / model_store.SIGNATURE).exists():
         typer.echo(f"{directory}: a model is already there (--keep-existing)")
         return
+    model_store.check_destination(directory)  # before minutes of training, not after
     params = models.parse_params(param or [])
     models.build(kind, params)  # refuse bad parameters before loading any data
     data = _load_dataset(dataset, source, train_size, test_size, seed)
@@ -422,8 +424,10 @@ def samples_export(
     directory: Annotated[Path, typer.Argument(help="Folder to write DIR/<digit>/*.png into")],
 ) -> None:
     """Write the samples as a folder dataset (usable as --dataset folder:DIR)."""
+    from digitrec.persistence.atomic import make_dirs
     from digitrec.persistence.sample_db import SampleStore, database_path, export_folder
 
+    make_dirs(directory)  # a file in the way is refused even with no samples to write
     written = export_folder(SampleStore(database_path()), directory)
     typer.echo(f"wrote {len(written)} samples to {directory}")
 
