@@ -130,8 +130,9 @@ SCHEMAS: dict[str, dict[str, ArraySpec] | None] = {
 _NETWORK_ARRAY = ArraySpec("f", None)
 MAX_NETWORK_VALUES = 50_000_000
 
-# Parameters that count references: a model cannot use more than it holds.
-COUNTS_OF_REFERENCES = ("n_neighbors", "n_candidates", "hyperplane_k")
+# Parameters that count references and that no model can take more of than it holds (the
+# IDM's n_candidates and the hyperplanes' hyperplane_k stop at the references there are).
+COUNTS_OF_REFERENCES = ("n_neighbors",)
 
 
 def check_manifest(manifest: dict[str, Any], where: str) -> dict[str, int]:
