@@ -3,7 +3,11 @@ and exit status 1, through the real `digitrec` command."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -109,3 +113,26 @@ def test_tune_with_more_folds_than_images_is_one_error_line(env):
 def test_a_report_that_cannot_be_written_is_one_error_line(model, env):
     done = run_digitrec("report", model, "-o", "/proc/x.html", "--test-size", "50", env=env)
     assert_error(done, "cannot write /proc/x.html")
+
+
+def test_predict_json_never_prints_nan_from_a_model_holding_nan(workdir, model, env):
+    # An edited, re-signed model with a NaN in its reference pixels is refused at load,
+    # so `predict --json` prints an error line and no output that is not JSON.
+    forged = workdir / "nan-model"
+    shutil.copytree(model, forged)
+    X = np.load(forged / "knn__X.npy").astype(np.float64)
+    X[:, 10] = np.nan
+    buffer = io.BytesIO()
+    np.save(buffer, X)
+    (forged / "knn__X.npy").write_bytes(buffer.getvalue())
+    manifest = json.loads((forged / "model.json").read_text())
+    entry = manifest["arrays"]["knn__X"]
+    entry.update(dtype="<f8", sha256=hashlib.sha256(buffer.getvalue()).hexdigest())
+    (forged / "model.json").write_text(json.dumps(manifest))
+    digest = hashlib.sha256((forged / "model.json").read_bytes()).hexdigest()
+    (forged / "model.sha256").write_text(digest)
+    image = workdir / "digit.png"
+    Image.fromarray(np.pad(np.full((16, 4), 255, np.uint8), 6)).save(image)
+    done = run_digitrec("predict", forged, image, "--json", env=env)
+    assert_error(done, "NaN or infinite")
+    assert done.stdout == ""

@@ -325,7 +325,7 @@ def predict(
 
             write_annotations(annotate, path, image, reading)
         if as_json:
-            typer.echo(json.dumps({"path": str(path), **reading.to_json()}))
+            typer.echo(_strict_json({"path": str(path), **reading.to_json()}))
         elif reading.diagnosis:
             typer.echo(f"{path}: nothing read ({reading.diagnosis})")
         else:
@@ -333,6 +333,14 @@ def predict(
             typer.echo(f"{path}: {reading.text}  ({shown})")
     if failures:
         raise typer.Exit(1)
+
+
+def _strict_json(value) -> str:
+    """JSON that every parser reads: a NaN or infinity is an error, never a bare ``NaN``."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise DigitrecError("the model gave a probability that is not a number") from None
 
 
 @app.command("show")
