@@ -543,7 +543,9 @@ def _parse_npy_header(header: bytes, where: str) -> tuple[int, tuple, np.dtype, 
             else (np.lib.format.read_array_header_2_0)
         )
         shape, fortran, dtype = reader(stream, max_header_size=_MAX_NPY_HEADER)
-    except (ValueError, SyntaxError, TypeError, EOFError) as exc:
+    # numpy's header reader raises whatever its tokenizer and literal_eval meet (ValueError,
+    # SyntaxError, tokenize.TokenError, MemoryError on absurd literals...): all mean the same.
+    except Exception as exc:
         raise ModelFileError(f"{where} is not a plain numeric array: {exc}") from None
     if dtype.hasobject or not _allowed_dtype(dtype.str):
         raise ModelFileError(f"{where} is not a plain numeric array: dtype {dtype}")
