@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -171,11 +172,16 @@ def test_an_array_dataset_reads_the_same_digits_as_the_png_files(
 
 
 @pytest.mark.slow
-def test_a_killed_worker_loses_no_rows_and_duplicates_none(
+def test_a_killed_worker_is_replaced_and_no_row_is_lost_or_duplicated(
     model_dir, images, workdir, reference
 ):
+    """A real SIGKILL of a busy worker process of a two-worker cluster: the nanny starts a
+    replacement, the replacement takes chunks (the scattered model reaches it from the
+    surviving worker), and the output has every row exactly once, as in one process."""
+    from distributed import get_task_stream
+
     out = workdir / "killed.parquet"
-    killed = []
+    killed, replacement = [], []
     with _cluster() as own, Client(own) as watcher:
         pids = watcher.run(os.getpid)
 
@@ -186,14 +192,31 @@ def test_a_killed_worker_loses_no_rows_and_duplicates_none(
             victim = (busy or sorted(pids))[0]
             os.kill(pids[victim], signal.SIGKILL)
             killed.append((victim, bool(busy)))
+            # Hold the run here until the replacement has joined, so that chunks remain for
+            # it; bounded so that a cluster that never recovers fails instead of hanging.
+            for _ in range(3000):
+                joined = set(watcher.scheduler_info()["workers"]) - set(pids)
+                if joined:
+                    replacement.extend(joined)
+                    return
+                time.sleep(0.1)
+            raise AssertionError("no worker replaced the killed one")
 
-        batch.predict_batch(
-            model_dir, images, out, scheduler=own.scheduler_address, chunk_size=CHUNK // 2,
-            progress=False, on_chunk=kill_a_busy_worker,
-        )
+        with get_task_stream(client=watcher) as stream:
+            batch.predict_batch(
+                model_dir, images, out, scheduler=own.scheduler_address, chunk_size=CHUNK // 2,
+                progress=False, on_chunk=kill_a_busy_worker,
+            )
         assert killed and killed[0][1], "the worker was killed while it had work"
-        assert pids[killed[0][0]] not in watcher.run(os.getpid).values()
-    assert batch.read_output(out) == reference
+        alive = watcher.run(os.getpid)
+        assert pids[killed[0][0]] not in alive.values() and len(alive) == 2
+    ran_on = {
+        task["worker"] for task in stream.data if str(task["key"]).startswith("digitrec-chunk")
+    }
+    assert replacement and replacement[0] in ran_on, "the replacement worker took no chunk"
+    rows = batch.read_output(out)
+    assert [row["path"] for row in rows] == [row["path"] for row in reference]
+    assert rows == reference
 
 
 class Interrupted(Exception):

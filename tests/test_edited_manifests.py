@@ -1,9 +1,10 @@
-"""model.json is not hashed, so a hand-edited manifest must still be refused cleanly:
-parameters that are not a mapping, or values the estimator would reject, are a
-ModelFileError at load time rather than a traceback later."""
+"""Anyone can edit model.json and sign it again, so an edited and re-signed manifest must
+still be refused cleanly: parameters that are not a mapping, or values the estimator would
+reject, are a ModelFileError at load time rather than a traceback later."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -19,11 +20,13 @@ def knn_dir(uci, tmp_path):
 
 
 def _edit_manifest(directory, edit) -> None:
-    # model.json is not itself hashed, so these edits pass store.load's checks.
+    # Signed again, so these edits pass the signature check and meet the ones behind it.
     path = directory / "model.json"
     manifest = json.loads(path.read_text())
     edit(manifest)
     path.write_text(json.dumps(manifest))
+    signature = hashlib.sha256(path.read_bytes()).hexdigest()
+    (directory / "model.sha256").write_text(signature + "\n")
 
 
 @pytest.mark.parametrize("params", [[1, 2], "n_neighbors=3", 7])

@@ -3,6 +3,7 @@ accuracies the tutorials publish."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 
@@ -144,6 +145,8 @@ def test_loading_a_model_of_an_unknown_kind_is_refused(trained, tmp_path):
     manifest = json.loads(manifest_path.read_text())
     manifest["kind"] = "deep-dream"
     manifest_path.write_text(json.dumps(manifest))
+    signature = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
+    (tmp_path / "m" / "model.sha256").write_text(signature)
     with pytest.raises(ModelFileError, match="unknown model kind 'deep-dream'"):
         models.load(tmp_path / "m")
 

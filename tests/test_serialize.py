@@ -71,7 +71,7 @@ def test_saved_forest_and_svc_are_plain_npy_files_without_pickles(forest, svc, t
     for name, model in (("forest", forest), ("svc", svc)):
         directory = models.save(model, tmp_path / name)
         manifest = json.loads((directory / "model.json").read_text())
-        assert {p.suffix for p in directory.iterdir()} == {".json", ".npy"}
+        assert {p.suffix for p in directory.iterdir()} == {".json", ".npy", ".sha256"}
         for entry in manifest["arrays"].values():
             array = np.load(directory / entry["file"], allow_pickle=False)
             assert not array.dtype.hasobject and array.dtype.names is None

@@ -5,11 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from digitrec.errors import DigitrecError
+
 
 def home() -> Path:
     """The data directory: ``$DIGITREC_HOME``, else ``~/.cache/digitrec``."""
     env = os.environ.get("DIGITREC_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "digitrec"
+    path = Path(env).expanduser() if env else Path.home() / ".cache" / "digitrec"
+    if path.exists() and not path.is_dir():
+        raise DigitrecError(f"the data directory {path} (DIGITREC_HOME) is a file, not a folder")
+    return path
 
 
 def datasets_dir() -> Path:

@@ -23,8 +23,8 @@ from sklearn.utils._param_validation import InvalidParameterError
 from digitrec.data.datasets import Dataset
 from digitrec.errors import ModelFileError, ParameterError
 from digitrec.neighbors.protocol import Neighbor, ReferenceClassifier
+from digitrec.persistence import model_schema, serialize
 from digitrec.persistence import model_store as store
-from digitrec.persistence import serialize
 from digitrec.validation import check_declared
 
 
@@ -235,6 +235,7 @@ class Model:
 def train(kind_name: str, dataset: Dataset, params: dict[str, Any] | None = None) -> Model:
     """Fit a model of ``kind_name`` on the dataset's training images."""
     estimator, merged = build(kind_name, params)
+    _check_counts(merged, len(dataset.y_train))
     start = time.perf_counter()
     try:
         estimator.fit(dataset.X_train, dataset.y_train)
@@ -253,6 +254,16 @@ def train(kind_name: str, dataset: Dataset, params: dict[str, Any] | None = None
         "metrics": {},
     }
     return Model(kind_name, merged, estimator, info)
+
+
+def _check_counts(params: dict[str, Any], n_train: int) -> None:
+    """Parameters that count training images cannot exceed them: refused before fitting."""
+    for name in model_schema.COUNTS_OF_REFERENCES:
+        value = params.get(name)
+        if isinstance(value, int) and value > n_train:
+            raise ParameterError(
+                f"{name}={value} is more than the {n_train} training images; choose 1..{n_train}"
+            )
 
 
 def save(model: Model, directory: Path) -> Path:
@@ -280,17 +291,27 @@ def _validate_steps(estimator: BaseEstimator) -> None:
 
 
 def load(directory: Path) -> Model:
-    """Read, verify and rebuild a saved model; foreign or tampered files are refused."""
-    saved = store.load(directory)
-    if saved.kind not in REGISTRY:
-        raise ModelFileError(f"{directory}: unknown model kind {saved.kind!r}")
-    try:
-        estimator, _ = build(saved.kind, saved.params)
-    except (ParameterError, InvalidParameterError) as exc:
-        raise ModelFileError(f"{directory}: saved parameters are invalid: {exc}") from exc
-    serialize.import_state(estimator, saved.state, saved.arrays)
-    if "input" not in saved.info:
-        raise ModelFileError(f"{directory}: model.json lacks the input description")
+    """Read, verify and rebuild a saved model; foreign or tampered files are refused.
+
+    The manifest is checked against its kind's schema (shapes, dtypes, sizes, input,
+    parameters) and the parameters against the estimator before any array is read; the
+    array values (finite, labels in range) before any estimator is filled with them.
+    """
+    sizes: dict[str, int] = {}
+    built: list[BaseEstimator] = []
+
+    def check(manifest: dict[str, Any]) -> None:
+        if manifest["kind"] not in REGISTRY:
+            raise ModelFileError(f"{directory}: unknown model kind {manifest['kind']!r}")
+        sizes.update(model_schema.check_manifest(manifest, str(directory)))
+        try:
+            built.append(build(manifest["kind"], manifest.get("params", {}))[0])
+        except (ParameterError, InvalidParameterError) as exc:
+            raise ModelFileError(f"{directory}: saved parameters are invalid: {exc}") from exc
+
+    saved = store.load(directory, check=check)
+    model_schema.check_arrays(saved.kind, saved.arrays, sizes, str(directory))
+    estimator = serialize.import_state(built[0], saved.state, saved.arrays)
     return Model(saved.kind, saved.params, estimator, saved.info)
 
 

@@ -12,11 +12,17 @@ A bad image becomes a row with its error; only a broken model or cluster stops t
 Columns: ``path``, ``text`` (the digits read, left to right), ``digits`` (JSON list of
 ``{"digit", "probability", "box"}``), ``probabilities`` (JSON list, per digit, of the ten
 class probabilities), ``diagnosis`` (why nothing was read from a readable image, such as
-"no ink found") and ``error`` (why the image could not be read).
+"no ink found"), ``error`` (why the image could not be read) and ``path_bytes``.
+
+A file name that is not valid UTF-8 (possible on Linux) cannot be written as text: ``path``
+shows it with each undecodable byte as ``\\xNN``, and ``path_bytes`` holds the name's exact
+bytes in base64 (``os.fsdecode(base64.b64decode(...))`` gives the path back); for every
+other name ``path_bytes`` is empty.
 """
 
 from __future__ import annotations
 
+import base64
 import glob
 import hashlib
 import json
@@ -34,7 +40,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from digitrec import models
-from digitrec.data.folders import READABLE_SUFFIXES, labelled_image_files
+from digitrec.data.folders import (
+    READABLE_SUFFIXES,
+    files_matching,
+    files_under,
+    labelled_image_files,
+)
 from digitrec.data.images import load_image
 from digitrec.errors import DatasetError, DigitrecError, ParameterError
 from digitrec.evaluation.dask_runner import dask_client, scheduler_choice
@@ -42,7 +53,7 @@ from digitrec.persistence import model_store as store
 from digitrec.persistence.atomic import atomic_write_bytes, atomic_write_text
 from digitrec.reading.recognize import Reading, read_images
 
-COLUMNS = ("path", "text", "digits", "probabilities", "diagnosis", "error")
+COLUMNS = ("path", "text", "digits", "probabilities", "diagnosis", "error", "path_bytes")
 # Chunks: about 64 per input, so even a small cluster gets several per worker thread, of
 # 16 to 500 images, so per-task overhead stays small and every part stays a few MB.
 TARGET_CHUNKS = 64
@@ -50,9 +61,13 @@ MIN_CHUNK_SIZE = 16
 MAX_CHUNK_SIZE = 500
 PARTS_FORMAT = "digitrec-batch-parts"
 PARTS_FORMAT_VERSION = 1
-# A folder input also takes formats that load_image refuses, so each gets a row saying why
-# it was not read instead of vanishing silently.
-LISTED_SUFFIXES = READABLE_SUFFIXES | {".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
+# A folder input lists every image file, also of the types load_image refuses, so each gets
+# a row saying why it was not read instead of vanishing silently; files that are not images
+# (notes, a previous run's output) are not listed. A glob lists whatever it matches.
+LISTED_SUFFIXES = READABLE_SUFFIXES | {
+    ".gif", ".bmp", ".dib", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jxl", ".jp2",
+    ".j2k", ".jpx", ".ico", ".svg", ".pbm", ".pgm", ".ppm", ".pnm", ".tga", ".psd", ".dng",
+}  # fmt: skip
 _OUTPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 
 
@@ -106,17 +121,11 @@ def resolve_input(spec: str | Path) -> BatchInput:
     if path.suffix.lower() == ".npz" and path.is_file():
         return _npz_input(path, text)
     if path.is_dir():
-        files = sorted(
-            p
-            for p in path.rglob("*")
-            if p.suffix.lower() in LISTED_SUFFIXES
-            and p.is_file()
-            and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        )
+        files = [p for p in files_under(path) if p.suffix.lower() in LISTED_SUFFIXES]
     elif path.is_file():
         files = [path]
     elif glob.has_magic(text):
-        files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+        files = files_matching(text)
     else:
         raise DatasetError(f"input {text!r} is not a folder, file, glob, .npz or folder:PATH")
     if not files:
@@ -198,9 +207,26 @@ def _error_text(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8: bytes a file name could not decode (held as lone
+    surrogates by ``os.fsdecode``) become ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _raw_name(name: str) -> str | None:
+    """The name's exact bytes in base64 when it is not valid UTF-8, else None."""
+    raw = os.fsencode(name)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return base64.b64encode(raw).decode("ascii")
+    return None
+
+
 def _append_row(columns: dict[str, list], name: str, reading: Reading | None, error) -> None:
-    columns["path"].append(name)
-    columns["error"].append(error)
+    columns["path"].append(printable(name))
+    columns["path_bytes"].append(_raw_name(name))
+    columns["error"].append(None if error is None else printable(error))
     if reading is None:
         for column in ("text", "digits", "probabilities", "diagnosis"):
             columns[column].append(None)

@@ -159,11 +159,13 @@ def train(
 ) -> None:
     """Train a model and save it as a model directory (default: the default model)."""
     from digitrec.evaluation.metrics import evaluate
+    from digitrec.persistence import model_store
 
     directory = _model_dir(output)
-    if keep_existing and (directory / "model.json").exists():
+    if keep_existing and (directory / model_store.SIGNATURE).exists():
         typer.echo(f"{directory}: a model is already there (--keep-existing)")
         return
+    model_store.check_destination(directory)  # before minutes of training, not after
     params = models.parse_params(param or [])
     models.build(kind, params)  # refuse bad parameters before loading any data
     data = _load_dataset(dataset, source, train_size, test_size, seed)
@@ -323,7 +325,7 @@ def predict(
 
             write_annotations(annotate, path, image, reading)
         if as_json:
-            typer.echo(json.dumps({"path": str(path), **reading.to_json()}))
+            typer.echo(_strict_json({"path": str(path), **reading.to_json()}))
         elif reading.diagnosis:
             typer.echo(f"{path}: nothing read ({reading.diagnosis})")
         else:
@@ -331,6 +333,14 @@ def predict(
             typer.echo(f"{path}: {reading.text}  ({shown})")
     if failures:
         raise typer.Exit(1)
+
+
+def _strict_json(value) -> str:
+    """JSON that every parser reads: a NaN or infinity is an error, never a bare ``NaN``."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise DigitrecError("the model gave a probability that is not a number") from None
 
 
 @app.command("show")
@@ -422,8 +432,10 @@ def samples_export(
     directory: Annotated[Path, typer.Argument(help="Folder to write DIR/<digit>/*.png into")],
 ) -> None:
     """Write the samples as a folder dataset (usable as --dataset folder:DIR)."""
+    from digitrec.persistence.atomic import make_dirs
     from digitrec.persistence.sample_db import SampleStore, database_path, export_folder
 
+    make_dirs(directory)  # a file in the way is refused even with no samples to write
     written = export_folder(SampleStore(database_path()), directory)
     typer.echo(f"wrote {len(written)} samples to {directory}")
 

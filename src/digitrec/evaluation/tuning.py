@@ -118,6 +118,13 @@ def tune(
     grid = grid if grid is not None else DEFAULT_GRIDS.get(kind)
     if not grid:
         raise ParameterError(f"no default grid for {kind}: give one with --grid name=v1,v2")
+    per_class = np.unique(dataset.y_train, return_counts=True)[1]
+    smallest = int(per_class.min()) if len(per_class) else 0
+    if folds > smallest:
+        raise ParameterError(
+            f"--folds {folds} is more than the {smallest} training images of the rarest digit; "
+            f"choose 2..{smallest}"
+        )
     points = list(ParameterGrid(grid))
     for params in points[:1]:
         models.build(kind, params)  # refuse unknown parameter names before any work
