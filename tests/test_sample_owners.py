@@ -64,7 +64,7 @@ def test_owners_keep_their_own_samples_until_merged(store, small):
     assert sorted(s.label for s in store.all()) == [1, 2, 4] and store.all("alice") == []
     # Only the owner deletes: another owner's sample is not found.
     bobs = store.all("bob")[0]
-    assert store.delete(bobs.id, "alice") is None and store.delete(bobs.id, "bob") is not None
+    assert not store.delete(bobs.id, "alice") and store.delete(bobs.id, "bob")
 
 
 def test_user_names_are_checked(store, small):

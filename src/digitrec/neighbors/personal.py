@@ -79,6 +79,7 @@ class _Found:
     ids: np.ndarray
     classes: np.ndarray
     images: np.ndarray
+    rows: np.ndarray  # the row of each in the sets searched, one after the other
 
 
 class _References:
@@ -296,10 +297,11 @@ class PersonalModel(Model):
 
     def _indexed(self, samples: _SampleSet) -> _SampleSet:
         """``samples`` as they are while the rows outside the index (new or deleted) are few;
-        else without the deleted rows and with an index over all of them."""
+        else without the deleted rows, and indexed if there are more than ``_TAIL``."""
         outside = len(samples.ids) - samples.n_indexed
         deleted = len(samples.ids) - samples.n_alive
-        if outside <= _TAIL and deleted <= _TAIL:
+        # Without an index, dropping deleted rows costs no more than keeping them.
+        if outside <= _TAIL and deleted <= _TAIL and (samples.index is not None or not deleted):
             return samples
         keep = samples.alive
         compact = replace(
@@ -358,8 +360,8 @@ class PersonalModel(Model):
         queries = classifier.reference_features(features)
         queries = queries.reshape(len(queries), -1)
         n = len(features)
-        distances, positions, ids, classes, images = [], [], [], [], []
-        offset = 0
+        distances, positions, ids, classes, images, all_rows = [], [], [], [], [], []
+        offset = first_row = 0
         for samples in sets:
             rows = self._shortlist(queries, samples, k)
             if len(rows) and (rows == rows[0]).all():  # the same rows for every query
@@ -378,8 +380,15 @@ class PersonalModel(Model):
             ids.append(samples.ids[flat])
             classes.append(samples.classes[flat])
             images.append(samples.images[flat])
+            all_rows.append(first_row + flat)
             offset += n * width
-        found = _Found(np.concatenate(ids), np.concatenate(classes), np.concatenate(images))
+            first_row += len(samples.ids)
+        found = _Found(
+            np.concatenate(ids),
+            np.concatenate(classes),
+            np.concatenate(images),
+            np.concatenate(all_rows),
+        )
         return np.concatenate(distances, axis=1), np.concatenate(positions, axis=1), found
 
     def _search(
@@ -398,7 +407,8 @@ class PersonalModel(Model):
             *answer, distances, indices = classifier.answer_and_nearest(features, k)
             nearest = self._nearest_samples(features, k)
         if nearest is None:
-            empty = _Found(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+            none = np.zeros(0, np.int64)
+            empty = _Found(none, none, np.zeros(0), none)
             return (distances, indices, np.zeros(indices.shape, bool), empty), answer
         s_dist, s_pos, found = nearest
         k = min(k, indices.shape[1] + s_dist.shape[1])
@@ -412,8 +422,11 @@ class PersonalModel(Model):
 
     def neighbors(self, images: np.ndarray, k: int | None = None):
         """Distances and indices of the nearest references; indices past the training set
-        are stored samples, in the order they were loaded."""
-        distances, indices, _, _ = self._search(images, k or self.n_neighbors)
+        are stored samples, in the order they were loaded (the shared set's, then the
+        owner's; a deleted sample keeps its number until its set is re-indexed)."""
+        distances, indices, from_sample, found = self._search(images, k or self.n_neighbors)
+        indices = indices.copy()
+        indices[from_sample] = self.n_training + found.rows[indices[from_sample] - self.n_training]
         return distances, indices
 
     def nearest(self, images: np.ndarray, k: int | None = None) -> list[list[Neighbor]]:

@@ -240,21 +240,18 @@ class SampleStore:
             return None
         return _sample_from_row(row)
 
-    def delete(self, sample_id: int, owner: str | None = None) -> Sample | None:
-        """Remove a sample (only if it belongs to ``owner``, when one is given); the sample
-        removed, or None if there was none."""
+    def delete(self, sample_id: int, owner: str | None = None) -> bool:
+        """Remove a sample (only if it belongs to ``owner``, when one is given); False if
+        there was none."""
         if not _storable_id(sample_id):
-            return None
+            return False
         with self._connect() as db:
-            row = db.execute(
-                "SELECT id, label, tile, created, owner FROM samples WHERE id = ?",
-                (int(sample_id),),
-            ).fetchone()
-            if row is None or (owner is not None and row[4] != owner):
-                return None
+            row = db.execute("SELECT owner FROM samples WHERE id = ?", (int(sample_id),)).fetchone()
+            if row is None or (owner is not None and row[0] != owner):
+                return False
             db.execute("DELETE FROM samples WHERE id = ?", (int(sample_id),))
-            _bump_revision(db, row[4])
-        return _sample_from_row(row)
+            _bump_revision(db, row[0])
+        return True
 
     def all(self, owner: str | None = SHARED) -> list[Sample]:
         """The samples of ``owner`` (by default the shared set; None: everyone's), oldest
