@@ -105,6 +105,7 @@ def test_openapi_documents_every_endpoint_and_both_ways_to_send_an_image(client)
         "/api/model",
         "/api/predict",
         "/api/samples",
+        "/api/samples/merge",
         "/api/samples/{sample_id}",
     }
     predict = spec["paths"]["/api/predict"]["post"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -398,24 +399,55 @@ def serve(
             else f"`digitrec train --dataset mnist -o {directory}`"
         )
         raise DigitrecError(f"no model at {directory}: train one first with {how}")
-    application = create_app(model_dir=directory)
+    from digitrec.apps.web.access import is_loopback
+
+    # Loopback reaches only this machine's users; any other address lets the network write.
+    token = None if is_loopback(host) else os.environ.get("DIGITREC_TOKEN") or _new_token()
+    application = create_app(
+        model_dir=directory,
+        write_token=token,
+        admin_token=os.environ.get("DIGITREC_ADMIN_TOKEN") or None,
+    )
     typer.echo(f"serving {directory} at http://{host}:{port}/ (Ctrl+C stops)")
+    if token is not None:
+        typer.echo(
+            f"writes need the token (Authorization: Bearer TOKEN); open the page as "
+            f"http://{host}:{port}/?token={token}"
+        )
     uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
+def _new_token() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(24)
+
+
 samples_app = typer.Typer(
-    help="Your corrected digits (the web app's samples): list, export, import.",
+    help="Corrected digits (the web app's samples): list, export, import, merge. Without "
+    "--user these work on the shared set, which every user's answers include.",
     no_args_is_help=True,
 )
 app.add_typer(samples_app, name="samples")
+UserOpt = Annotated[
+    str,
+    typer.Option("--user", help="Whose samples (a web user's identity); default: the shared set"),
+]
+
+
+def _owner(user: str) -> str:
+    from digitrec.persistence.sample_db import checked_owner
+
+    return checked_owner(user)
 
 
 @samples_app.command("list")
-def samples_list(as_json: JsonOpt = False) -> None:
-    """The stored samples: id, label and when each was added."""
+def samples_list(as_json: JsonOpt = False, user: UserOpt = "") -> None:
+    """The stored samples: id, label and when each was added; then who else has samples."""
     from digitrec.persistence.sample_db import SampleStore, database_path
 
-    stored = SampleStore(database_path()).all()
+    store = SampleStore(database_path())
+    stored = store.all(_owner(user))
     if as_json:
         typer.echo(
             json.dumps([{"id": s.id, "label": s.label, "created": s.created} for s in stored])
@@ -425,33 +457,50 @@ def samples_list(as_json: JsonOpt = False) -> None:
         typer.echo(f"{sample.id:>6}  {sample.label}  {sample.created}")
     counts = np.bincount([s.label for s in stored], minlength=10).tolist() if stored else [0] * 10
     typer.echo(f"{len(stored)} samples; per digit: {' '.join(map(str, counts))}")
+    others = {o: n for o, n in store.owners().items() if o not in ("", user)}
+    if others:
+        typer.echo(f"{len(others)} users have their own samples ({sum(others.values())} in all)")
 
 
 @samples_app.command("export")
 def samples_export(
     directory: Annotated[Path, typer.Argument(help="Folder to write DIR/<digit>/*.png into")],
+    user: UserOpt = "",
 ) -> None:
     """Write the samples as a folder dataset (usable as --dataset folder:DIR)."""
     from digitrec.persistence.atomic import make_dirs
     from digitrec.persistence.sample_db import SampleStore, database_path, export_folder
 
     make_dirs(directory)  # a file in the way is refused even with no samples to write
-    written = export_folder(SampleStore(database_path()), directory)
+    written = export_folder(SampleStore(database_path()), directory, _owner(user))
     typer.echo(f"wrote {len(written)} samples to {directory}")
 
 
 @samples_app.command("import")
 def samples_import(
     directory: Annotated[Path, typer.Argument(help="Folder dataset DIR/<digit>/*.png|jpg|webp")],
+    user: UserOpt = "",
 ) -> None:
     """Store the images of a folder dataset as samples (already stored ones are skipped)."""
     from digitrec.persistence.sample_db import SampleStore, database_path, import_folder
 
-    result = import_folder(SampleStore(database_path()), directory)
+    result = import_folder(SampleStore(database_path()), directory, _owner(user))
     typer.echo(
         f"imported {len(result.added)} samples from {directory}"
         f" ({len(result.skipped)} already stored)"
     )
+
+
+@samples_app.command("merge")
+def samples_merge(
+    user: Annotated[str, typer.Option("--user", help="The user whose samples to share")],
+) -> None:
+    """Move a user's samples into the shared set: from then on they change every user's
+    answers (a running server picks them up at its next prediction)."""
+    from digitrec.persistence.sample_db import SampleStore, database_path
+
+    moved = SampleStore(database_path()).merge(_owner(user))
+    typer.echo(f"merged {moved} samples of {user} into the shared set")
 
 
 @app.command("predict-batch")

@@ -522,6 +522,12 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
             return self._project(self._stage1_pixels(upright))
         return idm_features(upright, self.idm_blur)
 
+    def shortlist_metric(self) -> tuple[str, float]:
+        """Euclidean: exact without re-ranking; with it, the IDM with no displacement is the
+        (box-filtered) euclidean distance of the feature planes, which the IDM can only lower.
+        """
+        return "euclidean", 2.0
+
     def distances_to(self, X: np.ndarray, features: np.ndarray) -> np.ndarray:
         """The final distance (the IDM, or stage 1's euclidean distance without re-ranking)
         from every query to every reference given by its :meth:`reference_features`."""

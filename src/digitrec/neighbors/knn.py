@@ -203,6 +203,10 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
         """``X`` as float64: the metric compares the inputs themselves."""
         return np.asarray(X, dtype=np.float64)
 
+    def shortlist_metric(self):
+        """This model's metric: a shortlist by it is exact."""
+        return canonical_metric(self.metric, self.p)
+
     def distances_to(self, X, features):
         """Exact distances (this model's metric) from ``X`` to the rows of ``features``."""
         return exact_distances(

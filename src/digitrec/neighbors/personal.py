@@ -2,17 +2,28 @@
 
 :class:`PersonalModel` wraps a trained kNN model (``knn``, ``knn-idm`` or ``knn-idm-hknn``)
 and adds the stored samples (:mod:`digitrec.persistence.sample_db`) to its reference set
-without refitting it: the samples live in a second, small reference set searched exactly,
-and the two neighbour lists are merged by distance. Adding or deleting a sample touches
-only the small set, so it costs milliseconds however large the training set is.
+without refitting it: the samples live in second reference sets, one per owner (the shared
+set, and each user's own), and the neighbour lists are merged by distance. A user's answers
+include the shared set and that user's samples, never another user's
+(:meth:`PersonalModel.for_owner`). Adding or deleting a sample touches only its owner's set,
+so it costs milliseconds however large the training set is.
+
+The cost of a prediction does not grow with the number of samples: each set keeps an exact
+search index (:class:`~digitrec.neighbors.search.NeighborIndex`) on the samples' features by
+the model's shortlist metric (:meth:`~digitrec.neighbors.protocol.ReferenceClassifier.
+shortlist_metric`), plus up to ``_TAIL`` samples added since it was built, searched one by
+one; only the few samples it shortlists are measured by the model's final distance. For
+``knn`` the shortlist metric is the final distance, so the answer is exact.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -21,20 +32,54 @@ from sklearn.pipeline import Pipeline
 from digitrec.models import Model
 from digitrec.neighbors.knn import vote
 from digitrec.neighbors.protocol import Neighbor, ReferenceClassifier
-from digitrec.persistence.sample_db import Sample, SampleError, SampleStore
+from digitrec.neighbors.search import NeighborIndex, exact_distances
+from digitrec.persistence.sample_db import SHARED, Sample, SampleError, SampleStore
 from digitrec.reading.recognize import tiles_to_model_input
+
+# Samples added (or deleted) since a set's index was built that are searched one by one;
+# past this the index is rebuilt, so its cost (about a second for 10,000 IDM samples) is
+# paid once per _TAIL changes.
+_TAIL = 256
+# Samples measured by the final distance per query and set: at least this many, and never
+# fewer than 2k + 8 (the exact search's own first pass).
+_SHORTLIST = 16
 
 
 @dataclass(frozen=True)
 class _SampleSet:
-    """An immutable snapshot of the samples in model-feature form; replaced, never edited,
-    so a search in progress keeps a consistent set while another thread adds a sample."""
+    """An immutable snapshot of one owner's samples in model-feature form; replaced, never
+    edited, so a search in progress keeps a consistent set while another thread adds one.
+
+    Rows ``[0, n_indexed)`` are in ``index``; later rows (at most ``_TAIL``) are searched
+    one by one; deleted rows stay until the next rebuild, marked in ``alive``."""
 
     ids: np.ndarray  # (n,) int64 sample ids
     features: np.ndarray  # (n, ...) what the model's final distance compares
     classes: np.ndarray  # (n,) class index of each sample's label
     images: np.ndarray  # (n, h, w) model-input images, for explanations
+    alive: np.ndarray  # (n,) bool: False for deleted samples
     revision: int
+    index: NeighborIndex | None = None
+    n_indexed: int = 0
+
+    @property
+    def n_alive(self) -> int:
+        return int(self.alive.sum())
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self.features.reshape(len(self.features), -1)
+
+
+@dataclass(frozen=True)
+class _Found:
+    """The samples shortlisted for one search (from every set searched), in the order their
+    positions number them."""
+
+    ids: np.ndarray
+    classes: np.ndarray
+    images: np.ndarray
+    rows: np.ndarray  # the row of each in the sets searched, one after the other
 
 
 class _References:
@@ -82,6 +127,10 @@ class PersonalModel(Model):
     query changes nothing.
     With ``sample_weight=1`` the probabilities are those of that refitted kNN.
 
+    The model answers with the shared set; :meth:`for_owner` gives the same model answering
+    with the shared set and one user's samples. The sets of the ``max_owners`` users used
+    last are kept in memory; others are loaded again by :meth:`sync` when next needed.
+
     ``search_context`` is entered around every search; a server uses it to run searches one
     at a time on one thread each (see :mod:`digitrec.apps.web.app`).
     """
@@ -92,6 +141,7 @@ class PersonalModel(Model):
         *,
         sample_weight: float | None = None,
         search_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+        max_owners: int = 32,
     ) -> None:
         references = _references(model)
         if references is None:
@@ -102,8 +152,19 @@ class PersonalModel(Model):
         self.n_neighbors = references.n_neighbors
         self.sample_weight = float(self.n_neighbors if sample_weight is None else sample_weight)
         self.search_context = search_context
+        self.max_owners = max_owners
+        self.owner = SHARED
         self._lock = threading.Lock()
-        self._samples = self._sample_set([], -1)
+        # Views made by for_owner share these two: one cache of sets for every user.
+        self._sets: OrderedDict[str, _SampleSet] = OrderedDict()
+        self._sets[SHARED] = self._sample_set([], -1)
+
+    def for_owner(self, owner: str) -> PersonalModel:
+        """This model answering with the shared set and ``owner``'s samples (a view: the
+        sets are shared with this model)."""
+        view = copy.copy(self)
+        view.owner = owner
+        return view
 
     @property
     def n_training(self) -> int:
@@ -111,50 +172,82 @@ class PersonalModel(Model):
 
     @property
     def n_samples(self) -> int:
-        return len(self._samples.ids)
+        """Samples of the shared set in use."""
+        return self._set(SHARED).n_alive
+
+    def n_samples_of(self, owner: str) -> int:
+        """Samples of ``owner`` in use (0 if they are not loaded)."""
+        found = self._set(owner)
+        return 0 if found is None else found.n_alive
 
     @property
     def revision(self) -> int:
-        """The store revision the samples were last loaded at (-1: never loaded)."""
-        return self._samples.revision
+        """The store revision the shared set was last loaded at (-1: never loaded)."""
+        return self._set(SHARED).revision
 
-    def set_samples(self, samples: list[Sample], revision: int) -> None:
-        """Replace the samples (after another process changed the database).
+    def revision_of(self, owner: str) -> int:
+        """The store revision ``owner``'s samples were loaded at (-1: not loaded)."""
+        found = self._set(owner)
+        return -1 if found is None else found.revision
+
+    def _set(self, owner: str) -> _SampleSet | None:
+        with self._lock:
+            found = self._sets.get(owner)
+            if found is not None:
+                self._sets.move_to_end(owner)
+            return found
+
+    def _put(self, owner: str, samples: _SampleSet) -> None:
+        with self._lock:
+            self._sets[owner] = samples
+            self._sets.move_to_end(owner)
+            while len(self._sets) > self.max_owners + 1:
+                oldest = next(o for o in self._sets if o != SHARED)
+                del self._sets[oldest]
+
+    def set_samples(self, samples: list[Sample], revision: int, owner: str = SHARED) -> None:
+        """Replace ``owner``'s samples (after another process changed the database).
 
         Samples of digits the model has no class for are left out: they cannot vote, and one
         of them must not stop every prediction (a model trained on a folder with only some
         digits shares the database with models that know them all)."""
         known = set(self.classes.tolist())
         built = self._sample_set([s for s in samples if s.label in known], revision)
-        with self._lock:
-            self._samples = built
+        self._put(owner, self._indexed(built))
 
     def add_sample(self, sample: Sample, revision: int) -> None:
-        """Append one sample that the store holds from ``revision`` on; only its own features
-        are computed. If the store changed otherwise meanwhile, the next :meth:`sync` reloads."""
+        """Append one sample that the store holds from ``revision`` (of its owner) on; only
+        its own features are computed. If the store changed otherwise meanwhile, the next
+        :meth:`sync` reloads. A user whose samples are not loaded is left to :meth:`sync`."""
         one = self._sample_set([sample], revision)
         with self._lock:
-            old = self._samples
-            self._samples = _SampleSet(
-                np.concatenate([old.ids, one.ids]),
-                np.concatenate([old.features, one.features]),
-                np.concatenate([old.classes, one.classes]),
-                np.concatenate([old.images, one.images]),
-                self._next_revision(old, revision),
+            old = self._sets.get(sample.owner)
+            if old is None:
+                return
+            grown = replace(
+                old,
+                ids=np.concatenate([old.ids, one.ids]),
+                features=np.concatenate([old.features, one.features]),
+                classes=np.concatenate([old.classes, one.classes]),
+                images=np.concatenate([old.images, one.images]),
+                alive=np.concatenate([old.alive, one.alive]),
+                revision=self._next_revision(old, revision),
             )
+        # The rebuild (every _TAIL samples) runs outside the lock: searches go on meanwhile.
+        self._put(sample.owner, self._indexed(grown))
 
-    def remove_sample(self, sample_id: int, revision: int) -> None:
+    def remove_sample(self, sample_id: int, revision: int, owner: str = SHARED) -> None:
         """Drop a sample that the store lacks from ``revision`` on (see :meth:`add_sample`)."""
         with self._lock:
-            old = self._samples
-            keep = old.ids != sample_id
-            self._samples = _SampleSet(
-                old.ids[keep],
-                old.features[keep],
-                old.classes[keep],
-                old.images[keep],
-                self._next_revision(old, revision),
+            old = self._sets.get(owner)
+            if old is None:
+                return
+            shrunk = replace(
+                old,
+                alive=old.alive & (old.ids != sample_id),
+                revision=self._next_revision(old, revision),
             )
+        self._put(owner, self._indexed(shrunk))
 
     @staticmethod
     def _next_revision(old: _SampleSet, revision: int) -> int:
@@ -162,11 +255,13 @@ class PersonalModel(Model):
         # process wrote too) leaves an unknown state, which -1 makes the next sync reload.
         return revision if old.revision == revision - 1 else -1
 
-    def sync(self, store: SampleStore) -> None:
-        """Reload the samples if the database changed since they were loaded."""
-        revision = store.revision()
-        if revision != self.revision:
-            self.set_samples(store.all(), revision)
+    def sync(self, store: SampleStore, owner: str | None = None) -> None:
+        """Reload the shared set, and ``owner``'s samples if given (by default this model's
+        owner), if the database changed since they were loaded."""
+        owners = list(dict.fromkeys([SHARED, self.owner if owner is None else owner]))
+        for name, revision in store.revisions(owners).items():
+            if revision != self.revision_of(name):
+                self.set_samples(store.all(name), revision, name)
 
     def _sample_set(self, samples: list[Sample], revision: int) -> _SampleSet:
         h, w = self.input_shape
@@ -177,6 +272,7 @@ class PersonalModel(Model):
                 self.references.sample_features(np.zeros((1, h, w), np.uint8))[:0],
                 np.zeros(0, np.int64),
                 np.zeros((0, h, w), np.uint8),
+                np.zeros(0, bool),
                 revision,
             )
         labels = np.array([s.label for s in samples])
@@ -195,40 +291,142 @@ class PersonalModel(Model):
             self.references.sample_features(images),
             classes.astype(np.int64),
             images,
+            np.ones(len(samples), bool),
             revision,
         )
 
+    def _indexed(self, samples: _SampleSet) -> _SampleSet:
+        """``samples`` as they are while the rows outside the index (new or deleted) are few;
+        else without the deleted rows, and indexed if there are more than ``_TAIL``."""
+        outside = len(samples.ids) - samples.n_indexed
+        deleted = len(samples.ids) - samples.n_alive
+        # Without an index, dropping deleted rows costs no more than keeping them.
+        if outside <= _TAIL and deleted <= _TAIL and (samples.index is not None or not deleted):
+            return samples
+        keep = samples.alive
+        compact = replace(
+            samples,
+            ids=samples.ids[keep],
+            features=samples.features[keep],
+            classes=samples.classes[keep],
+            images=samples.images[keep],
+            alive=np.ones(int(keep.sum()), bool),
+        )
+        if len(compact.ids) <= _TAIL:
+            return replace(compact, index=None, n_indexed=0)
+        metric, p = self.references.classifier.shortlist_metric()
+        return replace(
+            compact, index=NeighborIndex(compact.vectors, metric, p), n_indexed=len(compact.ids)
+        )
+
+    def _owner_sets(self) -> list[_SampleSet]:
+        owners = [SHARED] if self.owner == SHARED else [SHARED, self.owner]
+        found = [self._set(owner) for owner in owners]
+        return [s for s in found if s is not None and s.n_alive]
+
+    def _shortlist(self, queries: np.ndarray, samples: _SampleSet, k: int) -> np.ndarray:
+        """``(len(queries), c)`` rows of ``samples`` worth measuring for each query, in
+        row order: the ``c`` nearest by the shortlist metric (all of them if few)."""
+        c = min(max(_SHORTLIST, 2 * k + 8), samples.n_alive)
+        alive_rows = np.flatnonzero(samples.alive)
+        if len(alive_rows) <= c:
+            return np.broadcast_to(alive_rows, (len(queries), len(alive_rows)))
+        metric, p = self.references.classifier.shortlist_metric()
+        vectors = samples.vectors
+        parts_d, parts_i = [], []
+        if samples.index is not None:
+            dead = samples.n_indexed - int(samples.alive[: samples.n_indexed].sum())
+            d, i = samples.index.query(queries, min(samples.n_indexed, c + dead))
+            parts_d.append(np.where(samples.alive[i], d, np.inf))
+            parts_i.append(i)
+        tail = np.arange(samples.n_indexed, len(samples.ids))
+        if len(tail):
+            d = exact_distances(queries, vectors[tail], metric, p)
+            parts_d.append(np.where(samples.alive[tail], d, np.inf))
+            parts_i.append(np.broadcast_to(tail, d.shape))
+        distances, rows = np.concatenate(parts_d, axis=1), np.concatenate(parts_i, axis=1)
+        best = np.lexsort((rows, distances), axis=1)[:, :c]
+        return np.sort(np.take_along_axis(rows, best, axis=1), axis=1)
+
+    def _nearest_samples(
+        self, features: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray, _Found] | None:
+        """Final distances to the shortlisted samples of every set this model answers with,
+        their positions in the :class:`_Found` returned, or None when there are none."""
+        sets = self._owner_sets()
+        if not sets:
+            return None
+        classifier = self.references.classifier
+        queries = classifier.reference_features(features)
+        queries = queries.reshape(len(queries), -1)
+        n = len(features)
+        distances, positions, ids, classes, images, all_rows = [], [], [], [], [], []
+        offset = first_row = 0
+        for samples in sets:
+            rows = self._shortlist(queries, samples, k)
+            if len(rows) and (rows == rows[0]).all():  # the same rows for every query
+                d = classifier.distances_to(features, samples.features[rows[0]])
+            else:
+                d = np.concatenate(
+                    [
+                        classifier.distances_to(features[i : i + 1], samples.features[rows[i]])
+                        for i in range(n)
+                    ]
+                )
+            width = rows.shape[1]
+            distances.append(d)
+            positions.append(offset + np.arange(n * width).reshape(n, width))
+            flat = rows.reshape(-1)
+            ids.append(samples.ids[flat])
+            classes.append(samples.classes[flat])
+            images.append(samples.images[flat])
+            all_rows.append(first_row + flat)
+            offset += n * width
+            first_row += len(samples.ids)
+        found = _Found(
+            np.concatenate(ids),
+            np.concatenate(classes),
+            np.concatenate(images),
+            np.concatenate(all_rows),
+        )
+        return np.concatenate(distances, axis=1), np.concatenate(positions, axis=1), found
+
     def _search(
         self, images: np.ndarray, k: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, _SampleSet]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, _Found]:
         """Merged neighbours: distances, indices (samples at ``n_training + position``),
-        whether each comes from a sample, and the snapshot the positions refer to."""
+        whether each comes from a sample, and the samples the positions refer to."""
         return self._search_and_answer(images, k)[0]
 
     def _search_and_answer(self, images: np.ndarray, k: int) -> tuple[tuple, tuple]:
         """:meth:`_search`, and the model's own answer from the same search: its
         probabilities, and the distances and indices of the training images behind it."""
-        samples = self._samples
         features = self.references.features(images)
-        k = min(k, self.n_training + len(samples.ids))
         classifier = self.references.classifier
         with self.search_context():
             *answer, distances, indices = classifier.answer_and_nearest(features, k)
-            if len(samples.ids):
-                s_dist = classifier.distances_to(features, samples.features)
-        if len(samples.ids):
-            s_idx = np.broadcast_to(np.arange(len(samples.ids)) + self.n_training, s_dist.shape)
-            distances = np.concatenate([distances, s_dist], axis=1)
-            indices = np.concatenate([indices, s_idx], axis=1)
-            order = np.lexsort((indices, distances), axis=1)[:, :k]
-            distances = np.take_along_axis(distances, order, axis=1)
-            indices = np.take_along_axis(indices, order, axis=1)
-        return (distances, indices, indices >= self.n_training, samples), answer
+            nearest = self._nearest_samples(features, k)
+        if nearest is None:
+            none = np.zeros(0, np.int64)
+            empty = _Found(none, none, np.zeros(0), none)
+            return (distances, indices, np.zeros(indices.shape, bool), empty), answer
+        s_dist, s_pos, found = nearest
+        k = min(k, indices.shape[1] + s_dist.shape[1])
+        distances = np.concatenate([distances, s_dist], axis=1)
+        indices = np.concatenate([indices, s_pos + self.n_training], axis=1)
+        # Ties go to the lower index: training images first, then samples in stored order.
+        order = np.lexsort((indices, distances), axis=1)[:, :k]
+        distances = np.take_along_axis(distances, order, axis=1)
+        indices = np.take_along_axis(indices, order, axis=1)
+        return (distances, indices, indices >= self.n_training, found), answer
 
     def neighbors(self, images: np.ndarray, k: int | None = None):
         """Distances and indices of the nearest references; indices past the training set
-        are stored samples, in the order they were loaded."""
-        distances, indices, _, _ = self._search(images, k or self.n_neighbors)
+        are stored samples, in the order they were loaded (the shared set's, then the
+        owner's; a deleted sample keeps its number until its set is re-indexed)."""
+        distances, indices, from_sample, found = self._search(images, k or self.n_neighbors)
+        indices = indices.copy()
+        indices[from_sample] = self.n_training + found.rows[indices[from_sample] - self.n_training]
         return distances, indices
 
     def nearest(self, images: np.ndarray, k: int | None = None) -> list[list[Neighbor]]:

@@ -67,6 +67,13 @@ class ReferenceClassifier(Protocol):
         computed once for references added later (see :meth:`distances_to`)."""
         ...
 
+    def shortlist_metric(self) -> tuple[str, float]:
+        """A metric of :func:`~digitrec.neighbors.search.canonical_metric` (name, power) on
+        :meth:`reference_features`, one row each, that picks the references worth measuring
+        with :meth:`distances_to` out of many: the final distance itself where it is such a
+        metric, else one that orders references much as it does."""
+        ...
+
     def distances_to(self, X: np.ndarray, features: np.ndarray) -> np.ndarray:
         """``(len(X), len(features))`` final distances from the queries ``X`` to references
         given by their :meth:`reference_features`, measured as the model measures its own."""

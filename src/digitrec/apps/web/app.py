@@ -7,6 +7,12 @@ as ``digitrec predict``. For kNN models the stored samples join the reference se
 and ``{"detail": "..."}``: 413 for bodies and images over the limits, 415 for media types
 that are not images, 422 for malformed requests; never a 500. Errors raised by digitrec
 carry their status (:mod:`digitrec.errors`): the app maps them by class, never by message.
+
+Samples belong to their owner (:mod:`digitrec.apps.web.access` says who that is): a user's
+corrections change only that user's answers. Writes may need a token, are rate-limited per
+client, and a user may store at most ``max_samples_per_user``. When the sample database is
+deleted it is created again; when it is locked or unreadable, the sample routes answer 503
+while predictions go on with the samples last loaded, and ``/api/health`` says "degraded".
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import base64
 import binascii
 import contextlib
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +38,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from threadpoolctl import ThreadpoolController
 
 from digitrec import __version__, config, models
+from digitrec.apps.web.access import (
+    RateLimit,
+    check_token,
+    identity_from,
+    remember_identity,
+)
 from digitrec.data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_image
 from digitrec.errors import DigitrecError, ImageError
 from digitrec.models import Model
@@ -39,7 +52,9 @@ from digitrec.neighbors.protocol import Neighbor
 from digitrec.neighbors.search import numba_threads
 from digitrec.persistence.sample_db import (
     Sample,
+    SampleError,
     SampleStore,
+    SampleStoreUnavailable,
     database_path,
     encode_png,
 )
@@ -47,6 +62,11 @@ from digitrec.reading.framing import to_mnist_tile
 from digitrec.reading.recognize import read_images
 
 STATIC = Path(__file__).parent / "static"
+MAX_SAMPLES_PER_USER = 10_000
+# Writes per client address: a burst of 30, then one every 2 s (a person correcting digits
+# by hand saves far fewer; a script posting 22 a second is held to 0.5).
+WRITE_BURST, WRITES_PER_SECOND = 30, 0.5
+_log = logging.getLogger(__name__)
 # Base64 makes a JSON body 4/3 of the image; the rest is room for the JSON or multipart frame.
 _BODY_OVERHEAD = 64 * 1024
 
@@ -98,6 +118,7 @@ class SampleOut(BaseModel):
     id: int
     label: int
     created: str
+    shared: bool = Field(description="in the shared set (everyone's answers), not yours")
     tile: str = Field(description="data: URL of the 28x28 PNG tile")
 
 
@@ -111,9 +132,19 @@ class Deleted(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: str = Field(description='"ok", or "degraded" when the sample database is not')
     model: str
-    samples: int
+    samples: int | str = Field(description='samples stored, or "unavailable"')
+    detail: str | None = None
+
+
+class MergeIn(BaseModel):
+    user: str = Field(description="the user whose samples join the shared set")
+
+
+class Merged(BaseModel):
+    user: str
+    merged: int
 
 
 class ModelOut(BaseModel):
@@ -260,30 +291,49 @@ class _OneAtATime:
 
 
 class Service:
-    """The loaded model and the sample store, shared by all requests."""
+    """The loaded model and the sample store, shared by all requests, and who may write."""
 
-    def __init__(self, model: Model, store: SampleStore, max_image_bytes: int, max_pixels: int):
+    def __init__(
+        self,
+        model: Model,
+        store: SampleStore,
+        max_image_bytes: int,
+        max_pixels: int,
+        *,
+        write_token: str | None = None,
+        admin_token: str | None = None,
+        write_limit: RateLimit | None = None,
+        max_samples_per_user: int = MAX_SAMPLES_PER_USER,
+    ):
         self.base = model
         self.store = store
         self.max_image_bytes = max_image_bytes
         self.max_pixels = max_pixels
+        self.write_token = write_token
+        self.admin_token = admin_token
+        self.write_limit = write_limit or RateLimit(WRITE_BURST, WRITES_PER_SECOND)
+        self.max_samples_per_user = max_samples_per_user
         self.one_at_a_time = _OneAtATime()
         self.personal = (
             PersonalModel(model, search_context=self.one_at_a_time)
             if learns_from_samples(model)
             else None
         )
-        if self.personal is not None:
-            self.personal.sync(store)
+        self.sync(None)
 
-    @property
-    def model(self) -> Model:
-        return self.personal if self.personal is not None else self.base
+    def model_for(self, owner: str) -> Model:
+        return self.personal.for_owner(owner) if self.personal is not None else self.base
 
-    def sync(self) -> None:
-        """Pick up samples that another process (``digitrec samples import``) stored."""
-        if self.personal is not None:
-            self.personal.sync(self.store)
+    def sync(self, owner: str | None) -> None:
+        """Pick up samples that another process (``digitrec samples import``) stored. A
+        database that cannot be read now leaves the samples last loaded in use: answers go
+        on, and ``/api/health`` reports it."""
+        if self.personal is None:
+            return
+        try:
+            self.personal.sync(self.store, owner)
+        except SampleStoreUnavailable as exc:
+            _log.warning("answering with the samples last loaded: %s", exc)
 
     def load(self, data: bytes, name: str) -> np.ndarray:
         """The image, or an :class:`ImageError` whose class carries the HTTP status."""
@@ -291,13 +341,14 @@ class Service:
             data, max_bytes=self.max_image_bytes, max_pixels=self.max_pixels, name=name
         )
 
-    def predict(self, data: bytes, name: str) -> dict[str, Any]:
+    def predict(self, data: bytes, name: str, owner: str) -> dict[str, Any]:
         image = self.load(data, name)
-        self.sync()
+        self.sync(owner)
         # One search gives the answer and the neighbours shown with it; the personal model's
         # searches lock only themselves, any other model's call runs one at a time.
         context = contextlib.nullcontext if self.personal is not None else self.one_at_a_time
-        (reading,) = read_images(self.model, [image], explain=True, model_context=context)
+        model = self.model_for(owner)
+        (reading,) = read_images(model, [image], explain=True, model_context=context)
         body = reading.to_json()
         for out, digit in zip(body["digits"], reading.digits, strict=True):
             out["tile"] = png_data_url(digit.tile)
@@ -318,7 +369,7 @@ class Service:
             if n.image is not None
         ]
 
-    def add_sample(self, data: bytes, label: int) -> Sample:
+    def add_sample(self, data: bytes, label: int, owner: str) -> Sample:
         if label not in {int(c) for c in self.base.classes}:
             raise HTTPException(422, f"this model does not know the digit {label}")
         image = self.load(data, "sample image")
@@ -328,16 +379,31 @@ class Service:
             tile = to_mnist_tile(image)
         except ImageError as exc:
             raise HTTPException(422, f"sample image: {exc}") from None
-        sample = self.store.add(tile, label)
+        (sample,) = self.store.add_many([tile], [label], owner, self.max_samples_per_user)
         if self.personal is not None:
-            self.personal.add_sample(sample, self.store.revision())
+            self.personal.add_sample(sample, self.store.revision(owner))
         return sample
 
-    def delete_sample(self, sample_id: int) -> None:
-        if not self.store.delete(sample_id):
-            raise HTTPException(404, f"no sample {sample_id}")
+    def delete_sample(self, sample_id: int, owner: str) -> None:
+        """Delete one of ``owner``'s samples (another user's, or the shared set's, is a 404:
+        it is none of theirs)."""
+        if not self.store.delete(sample_id, owner):
+            raise HTTPException(404, f"no sample {sample_id} of yours")
         if self.personal is not None:
-            self.personal.remove_sample(sample_id, self.store.revision())
+            self.personal.remove_sample(sample_id, self.store.revision(owner), owner)
+
+    def health(self) -> dict[str, Any]:
+        """What ``/api/health`` says: never an error, whatever the database's state."""
+        try:
+            count = self.store.writable_count()
+        except SampleError as exc:
+            return {
+                "status": "degraded",
+                "model": self.base.kind,
+                "samples": "unavailable",
+                "detail": str(exc),
+            }
+        return {"status": "ok", "model": self.base.kind, "samples": count, "detail": None}
 
 
 def sample_json(sample: Sample) -> dict[str, Any]:
@@ -345,6 +411,7 @@ def sample_json(sample: Sample) -> dict[str, Any]:
         "id": sample.id,
         "label": sample.label,
         "created": sample.created,
+        "shared": sample.owner == "",
         "tile": png_data_url(sample.tile),
     }
 
@@ -426,12 +493,34 @@ def get_service(request: Request) -> Service:
 
 ServiceDep = Annotated[Service, Depends(get_service)]
 
+
+def get_owner(request: Request, response: Response) -> str:
+    """The caller's user name; a browser without one gets a new one in a cookie."""
+    owner, new = identity_from(request)
+    if new:
+        remember_identity(response, owner)
+    return owner
+
+
+OwnerDep = Annotated[str, Depends(get_owner)]
+
+
+def may_write(request: Request, service: ServiceDep) -> None:
+    """Writes need the server's token (when it has one) and are rate-limited per client."""
+    check_token(request, service.write_token, "writes")
+    service.write_limit.check(request.client.host if request.client else "unknown")
+
+
 pages = APIRouter(include_in_schema=False)
 
 
 @pages.get("/")
-async def page() -> FileResponse:
-    return FileResponse(STATIC / "index.html")
+async def page(request: Request) -> FileResponse:
+    response = FileResponse(STATIC / "index.html")
+    owner, new = identity_from(request)
+    if new:  # the first visit: the identity this browser keeps from now on
+        remember_identity(response, owner)
+    return response
 
 
 @pages.get("/favicon.ico")
@@ -442,9 +531,9 @@ async def favicon() -> Response:
 api = APIRouter(prefix="/api")
 
 
-@api.get("/health", response_model=Health)
+@api.get("/health", response_model=Health, response_model_exclude_none=True)
 def health(service: ServiceDep) -> dict[str, Any]:
-    return {"status": "ok", "model": service.base.kind, "samples": service.store.count()}
+    return service.health()
 
 
 @api.get("/model", response_model=ModelOut)
@@ -470,19 +559,29 @@ def model_info(service: ServiceDep) -> dict[str, Any]:
     responses=_ERRORS,
     openapi_extra=_PREDICT_BODY,
 )
-async def predict(request: Request, service: ServiceDep) -> dict[str, Any]:
+async def predict(request: Request, service: ServiceDep, owner: OwnerDep) -> dict[str, Any]:
     """Read the digits in an image: a multipart upload (field ``file``) or JSON
-    ``{"image": "data:image/png;base64,..."}`` from a canvas."""
+    ``{"image": "data:image/png;base64,..."}`` from a canvas. The answer includes the
+    caller's own corrections and the shared set's, no one else's."""
     data, name = await _image_from_request(request)
-    return await run_in_threadpool(service.predict, data, name)
+    return await run_in_threadpool(service.predict, data, name, owner)
 
 
 samples = APIRouter(prefix="/api/samples")
 
 
+_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "the server wants its write token"},
+    409: {"model": Problem, "description": "you store as many samples as one user may"},
+    429: {"model": Problem, "description": "too many writes; see Retry-After"},
+    503: {"model": Problem, "description": "the sample database cannot be used now"},
+}
+
+
 @samples.get("", response_model=SampleList)
-def list_samples(service: ServiceDep) -> dict[str, Any]:
-    stored = service.store.all()
+def list_samples(service: ServiceDep, owner: OwnerDep) -> dict[str, Any]:
+    """Your samples (the shared set's are not listed)."""
+    stored = service.store.all(owner)
     return {"count": len(stored), "samples": [sample_json(s) for s in reversed(stored)]}
 
 
@@ -490,25 +589,43 @@ def list_samples(service: ServiceDep) -> dict[str, Any]:
     "",
     status_code=201,
     response_model=SampleOut,
-    responses=_ERRORS,
-    dependencies=[Depends(_require_json)],
+    responses=_ERRORS | _WRITE_ERRORS,
+    dependencies=[Depends(_require_json), Depends(may_write)],
 )
-def add_sample(body: SampleIn, service: ServiceDep) -> dict[str, Any]:
-    """Store a corrected digit; kNN models use it from the next prediction on."""
-    return sample_json(service.add_sample(decode_image_text(body.image), body.label))
+def add_sample(body: SampleIn, service: ServiceDep, owner: OwnerDep) -> dict[str, Any]:
+    """Store a corrected digit as yours; from the next prediction on it changes your
+    answers, and no one else's."""
+    return sample_json(service.add_sample(decode_image_text(body.image), body.label, owner))
+
+
+@samples.post("/merge", response_model=Merged, responses=_WRITE_ERRORS)
+def merge_samples(body: MergeIn, request: Request, service: ServiceDep) -> dict[str, Any]:
+    """Move a user's samples into the shared set, where they change everyone's answers:
+    an operator's decision, so it needs the admin token (``DIGITREC_ADMIN_TOKEN``)."""
+    if service.admin_token is None:
+        raise HTTPException(
+            403, "this server has no admin token; merge with `digitrec samples merge --user U`"
+        )
+    check_token(request, service.admin_token, "merges")
+    return {"user": body.user, "merged": service.store.merge(body.user)}
 
 
 @samples.get("/{sample_id}", response_model=SampleOut, responses={404: {}})
-def get_sample(sample_id: int, service: ServiceDep) -> dict[str, Any]:
+def get_sample(sample_id: int, service: ServiceDep, owner: OwnerDep) -> dict[str, Any]:
     sample = service.store.get(sample_id)
-    if sample is None:
+    if sample is None or sample.owner not in ("", owner):
         raise HTTPException(404, f"no sample {sample_id}")
     return sample_json(sample)
 
 
-@samples.delete("/{sample_id}", response_model=Deleted, responses={404: {}})
-def delete_sample(sample_id: int, service: ServiceDep) -> dict[str, Any]:
-    service.delete_sample(sample_id)
+@samples.delete(
+    "/{sample_id}",
+    response_model=Deleted,
+    responses={404: {}} | _WRITE_ERRORS,
+    dependencies=[Depends(may_write)],
+)
+def delete_sample(sample_id: int, service: ServiceDep, owner: OwnerDep) -> dict[str, Any]:
+    service.delete_sample(sample_id, owner)
     return {"deleted": sample_id}
 
 
@@ -531,9 +648,17 @@ def create_app(
     *,
     max_image_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    write_token: str | None = None,
+    admin_token: str | None = None,
+    write_limit: RateLimit | None = None,
+    max_samples_per_user: int = MAX_SAMPLES_PER_USER,
 ) -> FastAPI:
     """The web app for ``model`` (or the model in ``model_dir``, by default the default model),
-    keeping samples in ``home`` (by default the data directory)."""
+    keeping samples in ``home`` (by default the data directory).
+
+    With ``write_token`` every write needs ``Authorization: Bearer write_token``; with
+    ``admin_token`` ``POST /api/samples/merge`` is open to whoever holds it. ``write_limit``
+    (default: bursts of 30, one every 2 s) applies per client address."""
     if model is None:
         model = models.load(Path(model_dir) if model_dir else config.default_model_dir())
     app = FastAPI(
@@ -542,7 +667,14 @@ def create_app(
         description="Read handwritten digits from drawings and photos; correct the answers.",
     )
     app.state.service = Service(
-        model, SampleStore(database_path(home)), max_image_bytes, max_pixels
+        model,
+        SampleStore(database_path(home)),
+        max_image_bytes,
+        max_pixels,
+        write_token=write_token,
+        admin_token=admin_token,
+        write_limit=write_limit,
+        max_samples_per_user=max_samples_per_user,
     )
     app.add_middleware(BodyLimit, max_bytes=max_image_bytes * 4 // 3 + _BODY_OVERHEAD)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -39,7 +39,25 @@ function setStatus(text, isError = false) {
   status.setAttribute("role", isError ? "alert" : "status");
 }
 
+// Who you are is a random identity the server keeps in an HttpOnly cookie; the page never
+// sees it. A server on a network address also wants its write token, printed at start as
+// http://host:port/?token=...: kept here and sent with every request, then taken out of
+// the address bar so it does not end up in bookmarks or screenshots.
+const writeToken = (() => {
+  const url = new URL(window.location.href);
+  const given = url.searchParams.get("token");
+  if (given) {
+    localStorage.setItem("digitrec-token", given);
+    url.searchParams.delete("token");
+    history.replaceState(null, "", url);
+  }
+  return localStorage.getItem("digitrec-token");
+})();
+
 async function api(path, options = {}) {
+  if (writeToken) {
+    options.headers = { ...(options.headers || {}), Authorization: `Bearer ${writeToken}` };
+  }
   const response = await fetch(path, options);
   let body = null;
   try {
