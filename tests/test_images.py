@@ -364,6 +364,11 @@ def test_strips_far_longer_than_wide_are_refused_before_decoding(monkeypatch, wi
         load_image(data)
 
 
+def test_small_strips_are_read_whatever_their_shape():
+    strip = _encode(Image.new("L", (images.ANY_SHAPE_SIDE, 1), 255), "PNG")
+    assert load_image(strip).shape == (1, images.ANY_SHAPE_SIDE)
+
+
 def _grey_as_before(im: Image.Image) -> np.ndarray:
     """The alpha compositing of the loader before it worked in strips, kept as the reference."""
     rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)

@@ -375,6 +375,7 @@ def serve(
         import uvicorn
 
         from digitrec.apps.web.app import create_app
+        from digitrec.apps.web.guards import HeaderDeadline
     except ImportError as exc:
         raise DigitrecError(
             f"the web app needs the web extra ({exc.name} is missing): "
@@ -390,7 +391,17 @@ def serve(
         raise DigitrecError(f"no model at {directory}: train one first with {how}")
     application = create_app(model_dir=directory)
     typer.echo(f"serving {directory} at http://{host}:{port}/ (Ctrl+C stops)")
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_level="warning",
+        # Slow clients: headers must arrive within guards.HEADER_TIMEOUT, idle keep-alive
+        # connections close after 5 s, headers over 16 KB are refused by h11.
+        http=HeaderDeadline,
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=16 * 1024,
+    )
 
 
 samples_app = typer.Typer(

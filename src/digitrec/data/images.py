@@ -38,8 +38,10 @@ DEFAULT_MAX_DECODED_BYTES = 128_000_000
 # a multi-picture file repeats them per picture. Each scan is a pass over
 # the whole image, so this caps the decoder's work at a few times a normal photo's.
 MAX_JPEG_SCANS = 32
-# Longer side over shorter side. A row of a few dozen digits is under 1:40.
+# Longer side over shorter side, for images longer than ANY_SHAPE_SIDE (smaller ones are
+# cheap whatever their shape). A row of a few dozen digits is under 1:40.
 MAX_ASPECT_RATIO = 200
+ANY_SHAPE_SIDE = 4096
 # JPEGs are decoded at 1/2, 1/4 or 1/8 size while the longer side stays at least this long
 # (twice the reader's working size, see digitrec.reading.ink).
 DRAFT_SIDE = 2400
@@ -163,10 +165,10 @@ def _decode(data: bytes, label: str, max_pixels: int, max_decoded_bytes: int) ->
             f"{label}: image is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels), "
             f"over the {max_pixels / 1e6:.1f} megapixel limit"
         )
-    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+    if max(width, height) > max(ANY_SHAPE_SIDE, MAX_ASPECT_RATIO * min(width, height)):
         raise ImageError(
-            f"{label}: image is {width}x{height} pixels, longer than {MAX_ASPECT_RATIO} times "
-            "its width; over the shape limit"
+            f"{label}: image is {width}x{height} pixels, over {ANY_SHAPE_SIDE} long and "
+            f"over {MAX_ASPECT_RATIO} times longer than wide; over the shape limit"
         )
     if fmt == "JPEG":
         _check_scans(data, label)

@@ -5,7 +5,9 @@
 as ``digitrec predict``. For kNN models the stored samples join the reference set at once
 (:class:`digitrec.neighbors.personal.PersonalModel`). Bad input is answered with a status
 and ``{"detail": "..."}``: 413 for bodies and images over the limits, 415 for media types that are
-not images, 422 for malformed requests; never a 500.
+not images, 422 for malformed requests, 408 for bodies that arrive too slowly, 503 with
+Retry-After when too many images are being read; anything unforeseen is a JSON 500, never
+plain text. The guards against abusive clients are in :mod:`digitrec.apps.web.guards`.
 """
 
 from __future__ import annotations
@@ -25,12 +27,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from threadpoolctl import ThreadpoolController
 
 from digitrec import __version__, config, models
-from digitrec.data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_image
+from digitrec.apps.web.guards import RequestGuard, WorkPool, answer_json_errors
+from digitrec.data.images import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    declared_pixels,
+    load_image,
+)
 from digitrec.errors import ImageError
 from digitrec.models import Model
 from digitrec.neighbors.personal import Neighbor, PersonalModel, learns_from_samples
@@ -54,6 +60,8 @@ from digitrec.reading.recognize import (
 STATIC = Path(__file__).parent / "static"
 # Base64 makes a JSON body 4/3 of the image; the rest is room for the JSON or multipart frame.
 _BODY_OVERHEAD = 64 * 1024
+# Images with more pixels are read in the work pool's heavy lane, one at a time.
+_HEAVY_PIXELS = 4_000_000
 
 
 # --- response shapes (they are also the OpenAPI documentation) -----------------------------
@@ -174,49 +182,6 @@ _PREDICT_BODY = {
 # --- limits and errors ---------------------------------------------------------------------
 
 
-class BodyLimit:
-    """Refuse request bodies over ``max_bytes`` with 413, before reading them when the
-    Content-Length says so, and while streaming when it does not (chunked uploads)."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None:
-            problem = None
-            if not declared.isdigit():
-                problem = (422, "Content-Length is not a number")
-            elif int(declared) > self.max_bytes:
-                problem = (413, self._too_large(int(declared)))
-            if problem:
-                response = JSONResponse({"detail": problem[1]}, status_code=problem[0])
-                await response(scope, receive, send)
-                return
-        received = 0
-
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise HTTPException(413, self._too_large(received, more=True))
-            return message
-
-        await self.app(scope, limited, send)
-
-    def _too_large(self, size: int, more: bool = False) -> str:
-        return (
-            f"request body is {'over ' if more else ''}{size / 1e6:.1f} MB, "
-            f"over the {self.max_bytes / 1e6:.1f} MB limit"
-        )
-
-
 def image_error_status(exc: ImageError) -> int:
     """The HTTP status for each kind of :class:`ImageError` that ``load_image`` raises."""
     message = str(exc)
@@ -308,8 +273,12 @@ class Service:
         except ImageError as exc:
             raise HTTPException(image_error_status(exc), str(exc)) from None
 
-    def predict(self, data: bytes, name: str) -> dict[str, Any]:
+    def predict(
+        self, data: bytes, name: str, abandoned: threading.Event | None = None
+    ) -> dict[str, Any]:
         image = self.load(data, name)
+        if abandoned is not None and abandoned.is_set():
+            raise HTTPException(499, "client closed the request")
         self.sync()
         found = find_digits(image)
         nearest: list[list[Neighbor]] = [[] for _ in found.tiles]
@@ -407,7 +376,12 @@ def create_app(
         description="Read handwritten digits from drawings and photos; correct the answers.",
     )
     app.state.service = service
-    app.add_middleware(BodyLimit, max_bytes=max_image_bytes * 4 // 3 + _BODY_OVERHEAD)
+    work = WorkPool()
+    app.add_middleware(RequestGuard, max_bytes=max_image_bytes * 4 // 3 + _BODY_OVERHEAD)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        return answer_json_errors(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -452,7 +426,8 @@ def create_app(
         """Read the digits in an image: a multipart upload (field ``file``) or JSON
         ``{"image": "data:image/png;base64,..."}`` from a canvas."""
         data, name = await _image_from_request(request)
-        return await run_in_threadpool(service.predict, data, name)
+        heavy = declared_pixels(data) > _HEAVY_PIXELS
+        return await work.run(request, heavy, lambda gone: service.predict(data, name, gone))
 
     @app.get("/api/samples", response_model=SampleList)
     def list_samples() -> dict[str, Any]:
