@@ -8,9 +8,11 @@ connections, and every wait has a deadline, so the script ends by itself. Prints
   connection, which is the goal for slowloris)
 - cpu-s: the server's CPU seconds for the worst request, counted until the server is idle
   again (so work that goes on after the client has gone is included)
-- peak RSS and the peak above the idle server
+- peak RSS, and the peak above the idle server and above the RSS at the attack's start
+  (the allocator keeps some freed memory, so later attacks start higher)
 - health: whether /api/health answered within 1 s throughout the attack
-- canvas p99: a well-behaved client drawing digits all the while
+- canvas p99: a well-behaved client drawing digits all the while (slow clients and the
+  concurrent bombs; the other attacks run alone so their CPU can be counted)
 - non-JSON: answers whose body is not JSON
 
     python benchmarks/abuse.py [--model DIR] [--attacks scan_bomb,rgba_40mp,...]
@@ -42,6 +44,9 @@ from PIL import Image
 from serve_load import canvas_payloads, ensure_model, start_server
 from tqdm import tqdm
 
+# Attacks during which a well-behaved client draws; the others measure the server's CPU
+# per request, which needs it otherwise idle.
+WITH_CANVAS = {"no_attack", "slowloris_x50", "slow_body_x50", "bombs_x8"}
 IDLE_CPU_RATE = 0.05  # CPU-s per s below which the server counts as idle
 GOALS = {"cpu_s": 2.0, "rss_above_mb": 300.0, "bombs_rss_mb": 1500.0, "canvas_p99_ms": 200.0}
 
@@ -91,6 +96,15 @@ def white_rgba_png(side: int = 6324) -> bytes:
     return buffer.getvalue()
 
 
+def inked_rgb_png(side: int = 6324) -> bytes:
+    """The costliest PNG the loader accepts: 40 megapixels of RGB, a digit-like bar on it."""
+    page = np.full((side, side, 3), 255, np.uint8)
+    page[side // 4 : 3 * side // 4, side // 2 : side // 2 + side // 40] = 0
+    buffer = io.BytesIO()
+    Image.fromarray(page).save(buffer, "PNG", compress_level=9)
+    return buffer.getvalue()
+
+
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
@@ -122,6 +136,7 @@ class Outcome:
     canvas_ms: list[float] = field(default_factory=list)
     health_ok: bool = True
     peak_rss: float = 0.0
+    start_rss: float = 0.0
     note: str = ""
 
     def record(self, response: httpx.Response) -> None:
@@ -324,6 +339,12 @@ def slow_bodies(url: str, process: psutil.Process) -> Outcome:
     return _slow_sockets(url, 50, head, b'{"image": "' + b"A" * 200, limit=60)
 
 
+def no_attack(url: str, process: psutil.Process) -> Outcome:
+    """20 s of the well-behaved client alone: the canvas p99 the others compare with."""
+    time.sleep(20)
+    return Outcome()
+
+
 def concurrent_bombs(bombs: list[tuple[str, bytes]]) -> Callable[[str, psutil.Process], Outcome]:
     def attack(url: str, process: psutil.Process) -> Outcome:
         out = Outcome()
@@ -346,7 +367,7 @@ def concurrent_bombs(bombs: list[tuple[str, bytes]]) -> Callable[[str, psutil.Pr
             list(pool.map(one, bombs))
         settle(process)
         out.worst_cpu_s = (cpu_seconds(process) - before) / len(bombs)
-        out.note = "cpu-s is the mean over the bombs, canvas requests included"
+        out.note = "cpu-s: the mean over the bombs, the canvas requests' CPU included"
         return out
 
     return attack
@@ -356,27 +377,41 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--attacks", default="", help="comma-separated subset (default all)")
+    parser.add_argument("--repeat", type=int, default=3, help="uploads per single-file attack")
     args = parser.parse_args()
 
     print("building the hostile files...", flush=True)
     bomb_jpeg = scan_bomb()
     rgba = white_rgba_png()
     strip = strip_png()
+    # What the bounded loader still accepts at its limits: 32 scans, 40 megapixels of RGB.
+    scans_32 = scan_bomb(extra=22)
+    rgb = inked_rgb_png()
+    repeat = args.repeat
     attacks: dict[str, Callable[[str, psutil.Process], Outcome]] = {
-        "scan_bomb": post_each(bomb_jpeg, "bomb.jpg", 3),
-        "rgba_40mp": post_each(rgba, "white.png", 3),
-        "strip_1x40m": post_each(strip, "strip.png", 3),
+        "no_attack": no_attack,
+        "scan_bomb": post_each(bomb_jpeg, "bomb.jpg", repeat),
+        "rgba_40mp": post_each(rgba, "white.png", repeat),
+        "strip_1x40m": post_each(strip, "strip.png", repeat),
+        "jpeg_32_scans": post_each(scans_32, "scans.jpg", repeat),
+        "rgb_40mp": post_each(rgb, "rgb.png", repeat),
         "deep_json": deep_json,
         "slowloris_x50": slowloris,
         "slow_body_x50": slow_bodies,
         "oversized_body": oversized,
         "bombs_x8": concurrent_bombs(
-            [("bomb.jpg", bomb_jpeg), ("white.png", rgba), ("strip.png", strip)] * 2
-            + [("white.png", rgba)] * 2
+            [("bomb.jpg", bomb_jpeg), ("white.png", rgba), ("scans.jpg", scans_32)] * 2
+            + [("rgb.png", rgb)] * 2
         ),
     }
     chosen = [a for a in args.attacks.split(",") if a] or list(attacks)
-    sizes = {"scan_bomb": len(bomb_jpeg), "rgba_40mp": len(rgba), "strip_1x40m": len(strip)}
+    sizes = {
+        "scan_bomb": len(bomb_jpeg),
+        "rgba_40mp": len(rgba),
+        "strip_1x40m": len(strip),
+        "jpeg_32_scans": len(scans_32),
+        "rgb_40mp": len(rgb),
+    }
     print(", ".join(f"{name} {size / 1e3:.0f} KB" for name, size in sizes.items()))
 
     canvas = canvas_payloads(20)
@@ -395,12 +430,16 @@ def main() -> int:
                 stop = threading.Event()
                 behaved = Outcome()
                 drawer = threading.Thread(target=canvas_client, args=(url, canvas, stop, behaved))
+                start_rss = process.memory_info().rss / 1e6
                 with Watcher(process, url) as watch:
-                    drawer.start()
+                    if name in WITH_CANVAS:
+                        drawer.start()
                     out = attacks[name](url, process)
                     stop.set()
-                    drawer.join()
+                    if name in WITH_CANVAS:
+                        drawer.join()
                 out.peak_rss = watch.peak_rss
+                out.start_rss = start_rss
                 out.health_ok = watch.health_ok
                 out.canvas_ms = behaved.canvas_ms
                 out.note = "; ".join(n for n in (out.note, behaved.note) if n)
@@ -412,7 +451,7 @@ def main() -> int:
 
     print(f"idle server RSS {idle:.0f} MB; {psutil.cpu_count()} cores")
     header = (
-        f"{'attack':<15} {'codes':<34} {'cpu-s':>6} {'peak MB':>8} {'+idle MB':>8} "
+        f"{'attack':<15} {'codes':<34} {'cpu-s':>6} {'peak MB':>8} {'+idle MB':>8} {'+start':>6} "
         f"{'health':>6} {'canvas p99':>10} {'non-JSON':>8}"
     )
     print(header)
@@ -425,7 +464,8 @@ def main() -> int:
         p99 = f"{np.percentile(out.canvas_ms, 99):.0f} ms" if out.canvas_ms else "-"
         print(
             f"{name:<15} {codes:<34} {out.worst_cpu_s:>6.2f} {out.peak_rss:>8.0f} "
-            f"{out.peak_rss - idle:>8.0f} {'ok' if out.health_ok else 'SLOW':>6} {p99:>10} "
+            f"{out.peak_rss - idle:>8.0f} {out.peak_rss - out.start_rss:>6.0f} "
+            f"{'ok' if out.health_ok else 'SLOW':>6} {p99:>10} "
             f"{out.non_json:>8}"
         )
         if out.note:
