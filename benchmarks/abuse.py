@@ -28,6 +28,7 @@ import io
 import json
 import socket
 import struct
+import subprocess
 import tempfile
 import threading
 import time
@@ -215,6 +216,16 @@ def canvas_client(url: str, payloads: list[dict], stop: threading.Event, out: Ou
 # --- the attacks ---------------------------------------------------------------------------
 
 
+def post(out: Outcome, http: httpx.Client, path: str, **request: object) -> None:
+    """Send one request and record its status, or how the connection failed."""
+    try:
+        out.record(http.post(path, **request))
+    except httpx.TimeoutException:
+        out.codes.append("timeout")
+    except httpx.HTTPError as exc:
+        out.codes.append("reset" if "reset" in str(exc).lower() else type(exc).__name__)
+
+
 def post_each(data: bytes, name: str, times: int) -> Callable[[str, psutil.Process], Outcome]:
     """``times`` uploads of ``data`` one after another, each timed in server CPU-s."""
 
@@ -224,10 +235,7 @@ def post_each(data: bytes, name: str, times: int) -> Callable[[str, psutil.Proce
             for _ in range(times):
                 settle(process)
                 before = cpu_seconds(process)
-                try:
-                    out.record(http.post("/api/predict", files={"file": (name, data)}))
-                except httpx.TimeoutException:
-                    out.codes.append("timeout")
+                post(out, http, "/api/predict", files={"file": (name, data)})
                 settle(process)
                 out.worst_cpu_s = max(out.worst_cpu_s, cpu_seconds(process) - before)
         return out
@@ -246,7 +254,7 @@ def deep_json(url: str, process: psutil.Process) -> Outcome:
         for path, body in bodies.items():
             before = cpu_seconds(process)
             headers = {"content-type": "application/json"}
-            out.record(http.post(path, content=body.encode(), headers=headers))
+            post(out, http, path, content=body.encode(), headers=headers)
             out.worst_cpu_s = max(out.worst_cpu_s, cpu_seconds(process) - before)
     return out
 
@@ -260,19 +268,11 @@ def oversized(url: str, process: psutil.Process) -> Outcome:
         for start in range(0, len(body), 1 << 20):
             yield body[start : start + (1 << 20)]
 
+    headers = {"content-type": "application/json"}
     with httpx.Client(base_url=url, timeout=30) as http:
         for content in (body, chunks()):
             before = cpu_seconds(process)
-            try:
-                out.record(
-                    http.post(
-                        "/api/predict",
-                        content=content,
-                        headers={"content-type": "application/json"},
-                    )
-                )
-            except httpx.HTTPError as exc:
-                out.codes.append(f"reset ({type(exc).__name__})")
+            post(out, http, "/api/predict", content=content, headers=headers)
             out.worst_cpu_s = max(out.worst_cpu_s, cpu_seconds(process) - before)
     return out
 
@@ -350,16 +350,13 @@ def concurrent_bombs(bombs: list[tuple[str, bytes]]) -> Callable[[str, psutil.Pr
         out = Outcome()
         lock = threading.Lock()
 
-        def one(bomb: tuple[str, bytes]) -> float:
+        def one(bomb: tuple[str, bytes]) -> None:
+            answer = Outcome()
             with httpx.Client(base_url=url, timeout=120) as http:
-                try:
-                    response = http.post("/api/predict", files={"file": bomb})
-                    with lock:
-                        out.record(response)
-                except httpx.TimeoutException:
-                    with lock:
-                        out.codes.append("timeout")
-            return 0.0
+                post(answer, http, "/api/predict", files={"file": bomb})
+            with lock:
+                out.codes += answer.codes
+                out.non_json += answer.non_json
 
         settle(process)
         before = cpu_seconds(process)
@@ -421,8 +418,9 @@ def main() -> int:
         server, url = start_server(model_dir, Path(scratch) / "home")
         process = psutil.Process(server.pid)
         try:
-            with httpx.Client(base_url=url, timeout=30) as http:
-                for i in range(20):  # warm-up: compiled kernels, caches
+            # Warm-up: the first request compiles the search kernels (minutes without a cache).
+            with httpx.Client(base_url=url, timeout=600) as http:
+                for i in range(20):
                     http.post("/api/predict", **canvas[i])
             settle(process)
             idle = process.memory_info().rss / 1e6
@@ -447,7 +445,11 @@ def main() -> int:
                 settle(process)
         finally:
             server.terminate()
-            server.wait(timeout=30)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
 
     print(f"idle server RSS {idle:.0f} MB; {psutil.cpu_count()} cores")
     header = (

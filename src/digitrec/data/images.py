@@ -224,7 +224,7 @@ def _check_scans(data: bytes, label: str) -> None:
     scans = jpeg_scans(data)
     if scans > MAX_JPEG_SCANS:
         raise ImageError(
-            f"{label}: JPEG has {scans} scans (cameras write at most about 20), "
+            f"{label}: JPEG has {scans} scans (encoders write at most 18 a picture), "
             f"over the {MAX_JPEG_SCANS} scan limit"
         )
 
