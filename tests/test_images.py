@@ -14,6 +14,8 @@ from PIL import Image
 from digitrec.data import images
 from digitrec.data.images import load_image
 from digitrec.errors import ImageError
+from digitrec.reading.segment import segment
+from digitrec.testing import synthetic
 
 
 def _encode(im: Image.Image, fmt: str, **options) -> bytes:
@@ -247,3 +249,145 @@ def test_missing_empty_and_directory_paths(tmp_path: Path):
         load_image(empty)
     with pytest.raises(ImageError, match="not a file"):
         load_image(tmp_path)
+
+
+# --- bounded decoding: work, memory and shape are checked before any pixel is decoded -------
+
+
+def _progressive_jpeg(extra_scans: int = 0, size: tuple[int, int] = (64, 48)) -> bytes:
+    """A progressive JPEG whose last scan is repeated ``extra_scans`` more times, as a scan
+    bomb does (each repeat is another pass of the decoder over the image)."""
+    data = _encode(
+        Image.fromarray(_gradient()).convert("RGB").resize(size), "JPEG", progressive=True
+    )
+    last = data.rindex(b"\xff\xda")
+    end = data.rindex(b"\xff\xd9")
+    return data[:end] + data[last:end] * extra_scans + data[end:]
+
+
+@pytest.mark.parametrize(("mode", "scans"), [("RGB", 10), ("L", 6), ("CMYK", 18)])
+def test_what_pillow_writes_is_within_the_scan_limit(mode, scans):
+    data = _encode(Image.fromarray(_gradient()).convert(mode), "JPEG", progressive=True)
+    assert images.jpeg_scans(data) == scans <= images.MAX_JPEG_SCANS
+    assert load_image(data).shape == (48, 64)
+
+
+def test_a_jpeg_with_more_scans_than_cameras_write_is_refused_before_decoding(monkeypatch):
+    data = _progressive_jpeg(extra_scans=images.MAX_JPEG_SCANS)
+
+    def no_decoding(self):
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(Image.Image, "load", no_decoding)
+    with pytest.raises(ImageError, match=r"^bomb\.jpg: JPEG has 42 scans .* 32 scan limit$"):
+        load_image(data, name="bomb.jpg")
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_size_but_never_below_the_draft_side():
+    side = 2 * images.DRAFT_SIDE
+    data = _encode(Image.new("RGB", (side, 100), "white"), "JPEG")
+    assert load_image(data).shape == (50, images.DRAFT_SIDE)
+    just_under = _encode(Image.new("RGB", (side - 8, 100), "white"), "JPEG")
+    assert load_image(just_under).shape == (100, side - 8)
+
+
+def test_a_one_megapixel_photo_reads_exactly_as_pillow_decodes_it():
+    rng = np.random.default_rng(5)
+    im = Image.open(io.BytesIO(synthetic.photo("2024", rng)))
+    scale = (1_000_000 / (im.width * im.height)) ** 0.5
+    im = im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS)
+    data = _encode(im, "JPEG", quality=88)
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    assert np.array_equal(load_image(data), expected)
+
+
+def test_a_photo_decoded_at_half_size_is_segmented_the_same():
+    rng = np.random.default_rng(6)
+    im = Image.open(io.BytesIO(synthetic.photo("385", rng, shadow=0.0)))
+    big = im.resize((2 * images.DRAFT_SIDE, round(2 * images.DRAFT_SIDE * im.height / im.width)))
+    data = _encode(big, "JPEG", quality=90)
+    full = segment(np.asarray(Image.open(io.BytesIO(data)).convert("L")))
+    drafted = load_image(data)
+    assert drafted.shape[1] == images.DRAFT_SIDE
+    half = segment(drafted)
+    assert full.diagnosis is None and len(half.tiles) == len(full.tiles) == 3
+    # The reader's working copy is at most 1,200 pixels long either way: what differs is
+    # the rounding of two resizes, a few percent of a box and about a grey level of a tile.
+    for box, half_box in zip(full.boxes, half.boxes, strict=True):
+        assert np.abs(np.subtract(box, np.multiply(half_box, 2))).max() <= 0.03 * max(box[2:])
+    assert np.abs(full.tiles.astype(int) - half.tiles).mean() < 3
+
+
+def test_images_whose_decoding_would_take_too_much_memory_are_refused(monkeypatch):
+    rgba = _encode(Image.new("RGBA", (100, 50), (0, 0, 0, 255)), "PNG")
+    rgb = _encode(Image.new("RGB", (100, 50)), "PNG")
+    # RGBA costs its 4 bands and 4 bytes of float luma a pixel; RGB its 3 bands.
+    assert load_image(rgba, max_decoded_bytes=100 * 50 * 8).shape == (50, 100)
+    assert load_image(rgb, max_decoded_bytes=100 * 50 * 3).shape == (50, 100)
+
+    def no_decoding(self):
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(Image.Image, "load", no_decoding)
+    with pytest.raises(ImageError, match=r"100x50 RGBA image takes 0 MB, over the 0 MB"):
+        load_image(rgba, max_decoded_bytes=100 * 50 * 8 - 1)
+    with pytest.raises(ImageError, match=r"100x50 RGB image"):
+        load_image(rgb, max_decoded_bytes=100 * 50 * 3 - 1)
+
+
+def test_a_white_rgba_png_just_under_40_megapixels_is_refused_before_decoding(monkeypatch):
+    header = struct.pack(">IIBBBBB", 6324, 6324, 8, 6, 0, 0, 0)  # colour type 6: RGBA
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 1000))
+        + _png_chunk(b"IEND", b"")
+    )
+
+    def no_decoding(self):
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(Image.Image, "load", no_decoding)
+    with pytest.raises(ImageError, match=r"6324x6324 RGBA image takes 320 MB, over the 128 MB"):
+        load_image(data)
+
+
+@pytest.mark.parametrize(("width", "height"), [(1, 39_999_999), (39_999_999, 1), (20_100, 100)])
+def test_strips_far_longer_than_wide_are_refused_before_decoding(monkeypatch, width, height):
+    data = _png_declaring(width, height)
+
+    def no_decoding(self):
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(Image.Image, "load", no_decoding)
+    with pytest.raises(ImageError, match="over the shape limit"):
+        load_image(data)
+
+
+def test_small_strips_are_read_whatever_their_shape():
+    strip = _encode(Image.new("L", (images.ANY_SHAPE_SIDE, 1), 255), "PNG")
+    assert load_image(strip).shape == (1, images.ANY_SHAPE_SIDE)
+
+
+def _grey_as_before(im: Image.Image) -> np.ndarray:
+    """The alpha compositing of the loader before it worked in strips, kept as the reference."""
+    rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
+    alpha = rgba[..., 3] / 255.0
+    luma = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    opaque = alpha > 0.5
+    background = 255.0
+    if opaque.any():
+        median = float(np.median(luma[opaque]))
+        background = median if opaque.mean() >= 0.5 else (255.0 if median < 128 else 0.0)
+    return np.clip(np.rint(luma * alpha + background * (1.0 - alpha)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_alpha_compositing_in_strips_gives_the_same_pixels(monkeypatch, seed):
+    monkeypatch.setattr(images, "_STRIP_PIXELS", 97)  # many strips, one not full
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (41, 23, 4), dtype=np.uint8)
+    # From mostly transparent (strokes) to mostly opaque (a page), odd and even counts.
+    pixels[..., 3] = np.where(rng.random((41, 23)) < seed / 5, 255, pixels[..., 3] // 3)
+    im = Image.fromarray(pixels)
+    assert np.array_equal(load_image(_encode(im, "PNG")), _grey_as_before(im))

@@ -386,6 +386,7 @@ def serve(
         import uvicorn
 
         from digitrec.apps.web.app import create_app
+        from digitrec.apps.web.guards import HeaderDeadline
     except ImportError as exc:
         raise DigitrecError(
             f"the web app needs the web extra ({exc.name} is missing): "
@@ -414,7 +415,17 @@ def serve(
             f"writes need the token (Authorization: Bearer TOKEN); open the page as "
             f"http://{host}:{port}/?token={token}"
         )
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_level="warning",
+        # Slow clients: headers must arrive within guards.HEADER_TIMEOUT, idle keep-alive
+        # connections close after 5 s, headers over 16 KB are refused by h11.
+        http=HeaderDeadline,
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=16 * 1024,
+    )
 
 
 def _new_token() -> str:

@@ -5,8 +5,11 @@
 as ``digitrec predict``. For kNN models the stored samples join the reference set at once
 (:class:`digitrec.neighbors.personal.PersonalModel`). Bad input is answered with a status
 and ``{"detail": "..."}``: 413 for bodies and images over the limits, 415 for media types
-that are not images, 422 for malformed requests; never a 500. Errors raised by digitrec
-carry their status (:mod:`digitrec.errors`): the app maps them by class, never by message.
+that are not images, 422 for malformed requests, 408 for bodies that arrive too slowly, 503
+with Retry-After when too many images are being read; anything unforeseen is a JSON 500,
+never plain text (the guards against abusive clients are in :mod:`digitrec.apps.web.guards`).
+Errors raised by digitrec carry their status (:mod:`digitrec.errors`): the app maps them by
+class, never by message.
 
 Samples belong to their owner (:mod:`digitrec.apps.web.access` says who that is): a user's
 corrections change only that user's answers. Writes may need a token, are rate-limited per
@@ -33,8 +36,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from threadpoolctl import ThreadpoolController
 
 from digitrec import __version__, config, models
@@ -44,7 +45,13 @@ from digitrec.apps.web.access import (
     identity_from,
     remember_identity,
 )
-from digitrec.data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_image
+from digitrec.apps.web.guards import RequestGuard, WorkPool, answer_json_errors
+from digitrec.data.images import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    declared_pixels,
+    load_image,
+)
 from digitrec.errors import DigitrecError, ImageError
 from digitrec.models import Model
 from digitrec.neighbors.personal import PersonalModel, learns_from_samples
@@ -69,6 +76,8 @@ WRITE_BURST, WRITES_PER_SECOND = 30, 0.5
 _log = logging.getLogger(__name__)
 # Base64 makes a JSON body 4/3 of the image; the rest is room for the JSON or multipart frame.
 _BODY_OVERHEAD = 64 * 1024
+# Images with more pixels are read in the work pool's heavy lane, one at a time.
+_HEAVY_PIXELS = 4_000_000
 
 
 # --- response shapes (they are also the OpenAPI documentation) -----------------------------
@@ -200,47 +209,6 @@ _PREDICT_BODY = {
 # --- limits and errors ---------------------------------------------------------------------
 
 
-class BodyLimit:
-    """Refuse request bodies over ``max_bytes`` with 413, before reading them when the
-    Content-Length says so, and while streaming when it does not (chunked uploads)."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None:
-            problem = None
-            if not declared.isdigit():
-                problem = (422, "Content-Length is not a number")
-            elif int(declared) > self.max_bytes:
-                problem = (413, self._too_large(int(declared)))
-            if problem:
-                response = JSONResponse({"detail": problem[1]}, status_code=problem[0])
-                await response(scope, receive, send)
-                return
-        received = 0
-
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise HTTPException(413, self._too_large(received, more=True))
-            return message
-
-        await self.app(scope, limited, send)
-
-    def _too_large(self, size: int, more: bool = False) -> str:
-        return (
-            f"request body is {'over ' if more else ''}{size / 1e6:.1f} MB, "
-            f"over the {self.max_bytes / 1e6:.1f} MB limit"
-        )
 
 
 def decode_image_text(text: str) -> bytes:
@@ -341,8 +309,12 @@ class Service:
             data, max_bytes=self.max_image_bytes, max_pixels=self.max_pixels, name=name
         )
 
-    def predict(self, data: bytes, name: str, owner: str) -> dict[str, Any]:
+    def predict(
+        self, data: bytes, name: str, owner: str, abandoned: threading.Event | None = None
+    ) -> dict[str, Any]:
         image = self.load(data, name)
+        if abandoned is not None and abandoned.is_set():
+            raise HTTPException(499, "client closed the request")
         self.sync(owner)
         # One search gives the answer and the neighbours shown with it; the personal model's
         # searches lock only themselves, any other model's call runs one at a time.
@@ -564,7 +536,9 @@ async def predict(request: Request, service: ServiceDep, owner: OwnerDep) -> dic
     ``{"image": "data:image/png;base64,..."}`` from a canvas. The answer includes the
     caller's own corrections and the shared set's, no one else's."""
     data, name = await _image_from_request(request)
-    return await run_in_threadpool(service.predict, data, name, owner)
+    heavy = declared_pixels(data) > _HEAVY_PIXELS
+    work: WorkPool = request.app.state.work
+    return await work.run(request, heavy, lambda gone: service.predict(data, name, owner, gone))
 
 
 samples = APIRouter(prefix="/api/samples")
@@ -629,6 +603,10 @@ def delete_sample(sample_id: int, service: ServiceDep, owner: OwnerDep) -> dict[
     return {"deleted": sample_id}
 
 
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    return answer_json_errors(exc)
+
+
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     return JSONResponse({"detail": _validation_detail(exc)}, status_code=422)
 
@@ -676,7 +654,9 @@ def create_app(
         write_limit=write_limit,
         max_samples_per_user=max_samples_per_user,
     )
-    app.add_middleware(BodyLimit, max_bytes=max_image_bytes * 4 // 3 + _BODY_OVERHEAD)
+    app.state.work = WorkPool()
+    app.add_middleware(RequestGuard, max_bytes=max_image_bytes * 4 // 3 + _BODY_OVERHEAD)
+    app.add_exception_handler(Exception, _unexpected_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DigitrecError, _digitrec_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
