@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from functools import partial
 
-from tqdm.auto import tqdm
-
 from digitrec import models
+from digitrec import progress as display
 from digitrec.data.datasets import Dataset
 from digitrec.errors import DigitrecError, ParameterError
 from digitrec.evaluation import tuning
@@ -63,17 +62,21 @@ def dask_client(scheduler: str, workers: int | None) -> Iterator:
     # The nanny's MALLOC_TRIM_THRESHOLD_ also turns off glibc's adaptive mmap threshold,
     # which made segmenting photos 1.5-1.9x slower per chunk (measured); left unset here.
     no_trim = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
-    with (
-        dask.config.set(no_trim),
-        LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address="127.0.0.1:0",  # the default :8787 may belong to another cluster
-            env={"NUMBA_NUM_THREADS": "1", "OPENCV_FOR_THREADS_NUM": "1"},
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with ExitStack() as stack:
+        # Starting the worker processes takes seconds (more on a busy machine): say so.
+        with display.stage(f"starting a local Dask cluster of {n_workers} workers"):
+            stack.enter_context(dask.config.set(no_trim))
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=n_workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    # the default :8787 may belong to another cluster
+                    dashboard_address="127.0.0.1:0",
+                    env={"NUMBA_NUM_THREADS": "1", "OPENCV_FOR_THREADS_NUM": "1"},
+                )
+            )
+            client = stack.enter_context(Client(cluster))
         yield client
 
 
@@ -128,7 +131,7 @@ def _dask_cv_scores(client, kind: str, dataset: Dataset, points, splits, progres
         for members, f in tasks
     ]
     task_of = {future.key: task for future, task in zip(futures, tasks, strict=True)}
-    bar = tqdm(total=len(tasks), desc="cross-validating", unit="task", disable=not progress)
+    bar = display.bar(total=len(tasks), desc="cross-validating", unit="task", enabled=progress)
     try:
         for future in as_completed(futures):
             members, f = task_of[future.key]

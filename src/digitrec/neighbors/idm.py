@@ -31,11 +31,15 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.decomposition import PCA
 from sklearn.utils.validation import check_is_fitted
 
+from digitrec import progress
 from digitrec.errors import ModelFileError, ParameterError
 from digitrec.features.augment import augment, augmentation_transforms
 from digitrec.features.transformers import Deskew, GaussianBlur, as_images
+from digitrec.kernels import announce_compiling
 
 __all__ = ["IDMClassifier", "idm_distance", "idm_features", "idm_pairs"]
+
+announce_compiling()  # a first run's compilation shows as a status line, not a silent wait
 
 # A float32 distance block of about 128 MB per batch of queries bounds stage 1's memory.
 _BLOCK_BYTES = 128 * 1024 * 1024
@@ -372,7 +376,8 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
             refs[start : start + len(chunk)] = self._project(self._stage1_pixels(chunk))
         self.stage1_refs_ = refs
         self.stage1_sq_ = np.einsum("ij,ij->i", refs, refs)
-        self.idm_refs_ = idm_features(upright, self.idm_blur) if self.rerank else None
+        with progress.stage("IDM index (gradient features)"):
+            self.idm_refs_ = idm_features(upright, self.idm_blur) if self.rerank else None
 
     # -- sklearn API ------------------------------------------------------------------
 
@@ -396,12 +401,14 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
         # Keep the training images in their own dtype (uint8 MNIST: 47 MB, not 188 MB); the
         # saved model stores them and rebuilds every derived array from them.
         self._fit_images = as_images(X, dtype=np.asarray(X).dtype)
-        upright = self._upright(images)
+        with progress.stage("deskewing the training images"):
+            upright = self._upright(images)
         pixels = self._stage1_pixels(upright)
         n_comp = self.n_components
         if n_comp is not None and n_comp < min(pixels.shape):
             pca = PCA(n_comp, svd_solver="randomized", random_state=self.random_state)
-            pca.fit(pixels)
+            with progress.stage("principal components of the pixels"):
+                pca.fit(pixels)
             self.mean_ = pca.mean_.astype(np.float32)
             self.components_ = pca.components_.astype(np.float32)
         else:
