@@ -105,11 +105,21 @@ def _read_limited(path: Path, label: str, max_bytes: int) -> bytes:
     return data
 
 
+def check_image(
+    path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> None:
+    """Refuse, without decoding pixels, a file that :func:`load_image` would refuse at
+    once: missing, unreadable, empty, too large, or not PNG, JPEG or WebP. Cheap enough to
+    check every image before anything slow (loading a model) starts."""
+    _checked_header(_read_limited(Path(path), str(path), max_bytes), str(path), max_pixels)
+
+
 def _size_text(size: int, limit: int) -> str:
     return f"file is {size / 1e6:.1f} MB, over the {limit / 1e6:.1f} MB limit"
 
 
-def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
+def _checked_header(data: bytes, label: str, max_pixels: int) -> tuple[Image.Image, str]:
+    """The opened (not decoded) image and its format name, once format and size pass."""
     if not data:
         raise ImageError(f"{label}: file is empty")
     im = _open_header(data, label, max_pixels)
@@ -124,6 +134,11 @@ def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
             f"{label}: image is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels), "
             f"over the {max_pixels / 1e6:.1f} megapixel limit"
         )
+    return im, fmt
+
+
+def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
+    im, fmt = _checked_header(data, label, max_pixels)
     try:
         im.load()
         im = ImageOps.exif_transpose(im)

@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +58,10 @@ def save(directory: Path, model: ModelFile) -> Path:
     """Write ``model`` as a directory, replacing any previous one only once complete."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    # mkdir, not mkdtemp: the model directory gets the user's umask like any other (mkdtemp
+    # makes it 0700); the random name keeps concurrent saves apart all the same.
+    staging = directory.parent / f".{directory.name}.{secrets.token_hex(8)}"
+    staging.mkdir()
     try:
         entries = {}
         for name, array in model.arrays.items():
