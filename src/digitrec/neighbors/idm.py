@@ -22,6 +22,7 @@ The candidates are re-sorted by it and the ``n_neighbors`` nearest vote.
 from __future__ import annotations
 
 import math
+import threading
 from numbers import Integral, Real
 
 import cv2
@@ -40,6 +41,10 @@ from digitrec.kernels import announce_compiling
 __all__ = ["IDMClassifier", "idm_distance", "idm_features", "idm_pairs"]
 
 announce_compiling()  # a first run's compilation shows as a status line, not a silent wait
+
+# Held while reference IDM features are made on first use: concurrent requests of the web
+# app share one model. One lock for every classifier keeps fitted models picklable (Dask).
+_REFERENCES_FILLING = threading.Lock()
 
 # A float32 distance block of about 128 MB per batch of queries bounds stage 1's memory.
 _BLOCK_BYTES = 128 * 1024 * 1024
@@ -376,8 +381,28 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
             refs[start : start + len(chunk)] = self._project(self._stage1_pixels(chunk))
         self.stage1_refs_ = refs
         self.stage1_sq_ = np.einsum("ij,ij->i", refs, refs)
-        with progress.stage("IDM index (gradient features)"):
-            self.idm_refs_ = idm_features(upright, self.idm_blur) if self.rerank else None
+        # A reference's IDM features are made the first time it is a candidate
+        # (_reference_features): one prediction needs about 100 of them, and making all
+        # 60,000 took most of a saved model's load (a first `digitrec predict` waited
+        # 10 s for them). Evaluating a test set fills most of them at the same total cost.
+        # Untouched rows of the empty array take no memory.
+        if self.rerank:
+            self.idm_refs_ = np.empty((len(upright), 2, *upright.shape[1:]), np.float32)
+            self.idm_ready_ = np.zeros(len(upright), bool)
+        else:
+            self.idm_refs_ = self.idm_ready_ = None
+
+    def _reference_features(self, candidates: np.ndarray) -> np.ndarray:
+        """:attr:`idm_refs_`, its rows for ``candidates`` made if they were not yet. Each is
+        made from the stored training image exactly as fitting all of them at once would."""
+        wanted = np.unique(candidates)
+        with _REFERENCES_FILLING:
+            missing = wanted[~self.idm_ready_[wanted]]
+            if len(missing):
+                upright = self._upright(as_images(self._fit_images[missing]))
+                self.idm_refs_[missing] = idm_features(upright, self.idm_blur)
+                self.idm_ready_[missing] = True
+        return self.idm_refs_
 
     # -- sklearn API ------------------------------------------------------------------
 
@@ -439,7 +464,11 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
         if not self.rerank:
             return dist, idx
         idm = idm_pairs(
-            idm_features(upright, self.idm_blur), self.idm_refs_, idx, self.warp, self.context
+            idm_features(upright, self.idm_blur),
+            self._reference_features(idx),
+            idx,
+            self.warp,
+            self.context,
         )
         # Stable sort: equal IDM distances keep stage 1's order.
         order = np.argsort(idm, axis=1, kind="stable")[:, :k]
