@@ -369,16 +369,28 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
             return np.ascontiguousarray(pixels, dtype=np.float32)
         return (pixels - self.mean_) @ self.components_.T
 
-    def _build_references(self, images: np.ndarray, upright: np.ndarray | None = None) -> None:
-        """Derived search structures from the stored training images (fit and import)."""
-        if upright is None:
-            upright = self._upright(images)
+    def _build_references(
+        self,
+        images: np.ndarray,
+        upright: np.ndarray | None = None,
+        stage1_refs: np.ndarray | None = None,
+    ) -> None:
+        """Derived search structures from the stored training images (fit and import).
+        ``stage1_refs`` saved with the model spare deskewing and projecting every image."""
         self.n_copies_ = len(augmentation_transforms(self.shift)) if self.shift > 0 else 1
         n_dims = self.n_features_in_ if self.components_ is None else len(self.components_)
-        refs = np.empty((len(upright), n_dims), np.float32)
-        for start in range(0, len(upright), _PROJECT_CHUNK):
-            chunk = upright[start : start + _PROJECT_CHUNK]
-            refs[start : start + len(chunk)] = self._project(self._stage1_pixels(chunk))
+        n = len(images)
+        if stage1_refs is not None:
+            refs = np.ascontiguousarray(stage1_refs, dtype=np.float32)
+            if refs.shape != (n, n_dims):
+                raise ModelFileError("IDMClassifier state: stage-1 references do not match")
+        else:
+            if upright is None:
+                upright = self._upright(as_images(images))
+            refs = np.empty((n, n_dims), np.float32)
+            for start in range(0, n, _PROJECT_CHUNK):
+                chunk = upright[start : start + _PROJECT_CHUNK]
+                refs[start : start + len(chunk)] = self._project(self._stage1_pixels(chunk))
         self.stage1_refs_ = refs
         self.stage1_sq_ = np.einsum("ij,ij->i", refs, refs)
         # A reference's IDM features are made the first time it is a candidate
@@ -387,8 +399,8 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
         # 10 s for them). Evaluating a test set fills most of them at the same total cost.
         # Untouched rows of the empty array take no memory.
         if self.rerank:
-            self.idm_refs_ = np.empty((len(upright), 2, *upright.shape[1:]), np.float32)
-            self.idm_ready_ = np.zeros(len(upright), bool)
+            self.idm_refs_ = np.empty((n, 2, *self.image_shape_), np.float32)
+            self.idm_ready_ = np.zeros(n, bool)
         else:
             self.idm_refs_ = self.idm_ready_ = None
 
@@ -534,6 +546,8 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
         if self.components_ is not None:
             arrays["pca_mean"] = self.mean_
             arrays["pca_components"] = self.components_
+        # 10 MB for MNIST that a load would otherwise remake by deskewing every image.
+        arrays["stage1_refs"] = self.stage1_refs_
         state = {"image_shape": list(self.image_shape_), "n_train": int(len(images))}
         return state, arrays
 
@@ -541,7 +555,7 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
         self._check_params()
         try:
             stored = np.asarray(arrays["images"])
-            images = as_images(stored)
+            images = as_images(stored, dtype=stored.dtype)
             labels = np.asarray(arrays["labels"], dtype=np.int64)
             classes = np.asarray(arrays["classes"])
             shape = tuple(int(s) for s in state["image_shape"])
@@ -560,7 +574,8 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
         self._y = labels
         self.image_shape_ = shape
         self.n_features_in_ = math.prod(shape)
-        self._fit_images = as_images(stored, dtype=stored.dtype)
+        self._fit_images = images
         self.mean_ = np.asarray(arrays["pca_mean"], np.float32) if has_pca else None
         self.components_ = np.asarray(arrays["pca_components"], np.float32) if has_pca else None
-        self._build_references(images)
+        # Models saved before stage1_refs was kept remake them from the images.
+        self._build_references(images, stage1_refs=arrays.get("stage1_refs"))
