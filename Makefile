@@ -39,11 +39,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) --upgrade pip
 
+# The numba kernels are compiled here, once, with a visible step, rather than silently by
+# the first command that needs them (tens of seconds; later runs load numba's cache).
 install: $(BIN)/python
-	$(PIP_INSTALL) -e '.[web]'
+	$(PIP_INSTALL) -e '.[web,plots]'
+	$(BIN)/digitrec compile-kernels
 
 install-dev: $(BIN)/python
 	$(PIP_INSTALL) -e '.[all,dev]'
+	$(BIN)/digitrec compile-kernels
 
 # Resolves every extra afresh in a throw-away venv and writes the versions it got to
 # $(CONSTRAINTS); run `make test` with the new file before committing it.

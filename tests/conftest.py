@@ -31,6 +31,10 @@ CHROMIUM_ARGS = [
 
 DIGITREC = Path(sys.executable).with_name("digitrec")
 
+# Whether a progress line reaches stderr depends on how long the work took: the commands the
+# tests run are quiet (their environments copy this one) unless a test removes this.
+os.environ["DIGITREC_QUIET"] = "1"
+
 # Resolved once, before any test changes DIGITREC_HOME: the cache that `make test` fills
 # (the default data directory, or whatever DIGITREC_HOME said when pytest started).
 REAL_MNIST_CACHE = datasets.mnist_cache_path()

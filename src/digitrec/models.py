@@ -20,6 +20,8 @@ from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 
+from digitrec import config
+from digitrec import progress as display
 from digitrec.data.datasets import Dataset
 from digitrec.errors import ModelFileError, ParameterError
 from digitrec.neighbors.protocol import Neighbor, ReferenceClassifier
@@ -52,12 +54,7 @@ class ModelKind:
 
 REGISTRY: dict[str, ModelKind] = {}
 
-# What `digitrec train` and `make run` train when no kind is named: the most accurate model
-# that answers a single image within 20 ms (MNIST test 0.9954, about 16 ms per image on 2
-# cores; benchmarks/accuracy_mnist.py), and also the best reader of photos and drawings
-# (benchmarks/real_world.py). It is more accurate than the cnn (0.9948), which needs the cnn
-# extra besides.
-DEFAULT_KIND = "knn-idm-hknn"
+DEFAULT_KIND = config.DEFAULT_KIND
 
 
 def register(name: str, summary: str, overrides: dict[str, Any], *, own: bool = True):
@@ -238,7 +235,8 @@ def train(kind_name: str, dataset: Dataset, params: dict[str, Any] | None = None
     _check_counts(merged, len(dataset.y_train))
     start = time.perf_counter()
     try:
-        estimator.fit(dataset.X_train, dataset.y_train)
+        with display.stage(f"fitting {kind_name}"):
+            estimator.fit(dataset.X_train, dataset.y_train)
     except InvalidParameterError as exc:
         raise ParameterError(str(exc)) from exc
     seconds = time.perf_counter() - start

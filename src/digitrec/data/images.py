@@ -147,11 +147,29 @@ def _read_limited(path: Path, label: str, max_bytes: int) -> bytes:
     return data
 
 
+def check_image(
+    path: str | Path,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+) -> None:
+    """Refuse, without decoding pixels, a file that :func:`load_image` would refuse at
+    once: missing, unreadable, empty, too large, or not PNG, JPEG or WebP. Cheap enough to
+    check every image before anything slow (loading a model) starts."""
+    data = _read_limited(Path(path), str(path), max_bytes)
+    _checked_header(data, str(path), max_pixels, max_decoded_bytes)
+
+
 def _size_text(size: int, limit: int) -> str:
     return f"file is {size / 1e6:.1f} MB, over the {limit / 1e6:.1f} MB limit"
 
 
-def _decode(data: bytes, label: str, max_pixels: int, max_decoded_bytes: int) -> np.ndarray:
+def _checked_header(
+    data: bytes, label: str, max_pixels: int, max_decoded_bytes: int
+) -> tuple[Image.Image, str]:
+    """The opened (not decoded) image and its format name, once format, size, shape, JPEG
+    scans and the memory decoding takes all pass (large JPEGs set to decode reduced)."""
     if not data:
         raise UnreadableImage(f"{label}: file is empty")
     im = _open_header(data, label, max_pixels)
@@ -180,6 +198,11 @@ def _decode(data: bytes, label: str, max_pixels: int, max_decoded_bytes: int) ->
             f"{label}: decoding this {im.width}x{im.height} {im.mode} image takes "
             f"{decoded / 1e6:.0f} MB, over the {max_decoded_bytes / 1e6:.0f} MB decoding limit"
         )
+    return im, fmt
+
+
+def _decode(data: bytes, label: str, max_pixels: int, max_decoded_bytes: int) -> np.ndarray:
+    im, fmt = _checked_header(data, label, max_pixels, max_decoded_bytes)
     try:
         im.load()
         # Orientation is applied to the greyscale result: a quarter of the memory to move.

@@ -29,9 +29,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from digitrec import models
+from digitrec import progress as display
 from digitrec.data import datasets
 from digitrec.errors import DigitrecError, ParameterError
 
@@ -137,7 +136,7 @@ def compare(
         "seed": seed,
     }
     rows = []
-    bar = tqdm(chosen, desc="comparing", unit="model", disable=not progress)
+    bar = display.bar(chosen, desc="comparing", unit="model", enabled=progress)
     for name in bar:
         bar.set_postfix(model=name)
         limit = limits.get(name)

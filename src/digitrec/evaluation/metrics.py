@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
-from tqdm.auto import tqdm
 
+from digitrec import progress as display
 from digitrec.models import Model
 
 # Images predicted per call: large enough for efficient BLAS blocks, small enough to show
@@ -79,12 +79,16 @@ class Evaluation:
 def evaluate(
     model: Model, images: np.ndarray, labels: np.ndarray, progress: bool = False
 ) -> Evaluation:
-    """Predict every image and compare with its label."""
+    """Predict every image and compare with its label (``progress``: show a bar)."""
     start = time.perf_counter()
-    chunks = range(0, len(images), PREDICT_CHUNK)
-    if progress:
-        chunks = tqdm(chunks, desc="predicting", unit="chunk", leave=False)
-    predicted = np.concatenate([model.predict(images[i : i + PREDICT_CHUNK]) for i in chunks])
+    parts = []
+    with display.bar(
+        total=len(images), desc="predicting the test images", unit="image", enabled=progress
+    ) as bar:
+        for i in range(0, len(images), PREDICT_CHUNK):
+            parts.append(model.predict(images[i : i + PREDICT_CHUNK]))
+            bar.update(len(parts[-1]))
+    predicted = np.concatenate(parts)
     seconds = time.perf_counter() - start
     return evaluation_of(labels, predicted, seconds, list(model.classes))
 

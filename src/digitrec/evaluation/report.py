@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from digitrec import models
+from digitrec import progress as display
 from digitrec.data import datasets
 from digitrec.errors import DigitrecError
 from digitrec.evaluation.metrics import Evaluation, evaluate
@@ -92,9 +93,10 @@ def build_report(
         raise DigitrecError(
             f"the model takes {model.input_shape} images, {data.name} has {data.image_shape}"
         )
-    result = evaluate(model, data.X_test, data.y_test)
+    result = evaluate(model, data.X_test, data.y_test, progress=display.showing())
     k_max = max(k_max, int(model.params.get("n_neighbors", 1)), neighbours)
-    curve = knn_curve(model, data.X_test, data.y_test, k_max)
+    with display.stage("accuracy against k"):
+        curve = knn_curve(model, data.X_test, data.y_test, k_max)
 
     title = f"{model.kind} on {data.name}"
     heatmap = plots.confusion_heatmap(
@@ -145,11 +147,13 @@ def write_report(
     k_max: int = DEFAULT_K_MAX,
 ) -> Path:
     """Load a saved model and its test split (or a subset), write the report atomically."""
-    model = models.load(model_dir)
+    with display.stage("loading the model"):
+        model = models.load(model_dir)
     data = datasets.load(dataset or model.info["dataset"]["name"], source)
     if test_size is not None:
         data = data.subset(None, test_size, seed)
-    page = build_report(model, data, str(model_dir), examples, neighbours, k_max)
+    with display.stage("writing the report"):
+        page = build_report(model, data, str(model_dir), examples, neighbours, k_max)
     atomic_write_text(Path(output), page)
     return Path(output)
 

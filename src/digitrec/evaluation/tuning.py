@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 from sklearn.model_selection import ParameterGrid, StratifiedKFold
-from tqdm.auto import tqdm
 
 from digitrec import models
+from digitrec import progress as display
 from digitrec.data.datasets import Dataset
 from digitrec.errors import ParameterError
 
@@ -165,12 +165,8 @@ def _knn_scores(dataset, points, splits, progress):
 
     order = sorted(range(len(points)), key=search_key)
     groups = [(key, list(members)) for key, members in groupby(order, key=search_key)]
-    bar = tqdm(
-        total=len(groups) * len(splits),
-        desc="cross-validating",
-        unit="fold",
-        disable=not progress,
-        leave=False,
+    bar = display.bar(
+        total=len(groups) * len(splits), desc="cross-validating", unit="fold", enabled=progress
     )
     for (metric, p), members in groups:
         k_max = max(
@@ -197,12 +193,8 @@ def _knn_scores(dataset, points, splits, progress):
 
 def _generic_scores(kind, dataset, points, splits, progress):
     scores = []
-    bar = tqdm(
-        total=len(points) * len(splits),
-        desc="cross-validating",
-        unit="fit",
-        disable=not progress,
-        leave=False,
+    bar = display.bar(
+        total=len(points) * len(splits), desc="cross-validating", unit="fit", enabled=progress
     )
     for params in points:
         row = []

@@ -24,6 +24,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
+from digitrec import progress
 from digitrec.errors import ModelFileError, ParameterError
 from digitrec.features.scattering import ScatteringFeatures
 from digitrec.neighbors.hyperplane import LocalHyperplanes
@@ -129,7 +130,8 @@ class HybridClassifier(IDMClassifier):
         upright = self._fit(X, y)
         self.scattering_ = self._scattering()
         refs = self.scattering_.fit_transform(upright)
-        self.hyperplanes_ = LocalHyperplanes(refs, self._y, len(self.classes_))
+        with progress.stage("hyperplane references"):
+            self.hyperplanes_ = LocalHyperplanes(refs, self._y, len(self.classes_))
         return self
 
     def _class_scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

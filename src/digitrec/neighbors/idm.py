@@ -22,6 +22,7 @@ The candidates are re-sorted by it and the ``n_neighbors`` nearest vote.
 from __future__ import annotations
 
 import math
+import threading
 from numbers import Integral, Real
 
 import cv2
@@ -32,13 +33,21 @@ from sklearn.decomposition import PCA
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from digitrec import progress
 from digitrec.errors import ModelFileError, ParameterError
 from digitrec.features.augment import augment, augmentation_transforms
 from digitrec.features.transformers import Deskew, GaussianBlur, as_images
+from digitrec.kernels import announce_compiling
 from digitrec.neighbors.search import exact_distances
 from digitrec.validation import check_declared
 
 __all__ = ["IDMClassifier", "idm_distance", "idm_features", "idm_pairs"]
+
+announce_compiling()  # a first run's compilation shows as a status line, not a silent wait
+
+# Held while reference IDM features are made on first use: concurrent requests of the web
+# app share one model. One lock for every classifier keeps fitted models picklable (Dask).
+_REFERENCES_FILLING = threading.Lock()
 
 # A float32 distance block of about 128 MB per batch of queries bounds stage 1's memory.
 _BLOCK_BYTES = 128 * 1024 * 1024
@@ -357,19 +366,52 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
             return np.ascontiguousarray(pixels, dtype=np.float32)
         return (pixels - self.mean_) @ self.components_.T
 
-    def _build_references(self, images: np.ndarray, upright: np.ndarray | None = None) -> None:
-        """Derived search structures from the stored training images (fit and import)."""
-        if upright is None:
-            upright = self._upright(images)
+    def _build_references(
+        self,
+        images: np.ndarray,
+        upright: np.ndarray | None = None,
+        stage1_refs: np.ndarray | None = None,
+    ) -> None:
+        """Derived search structures from the stored training images (fit and import).
+        ``stage1_refs`` saved with the model spare deskewing and projecting every image."""
         self.n_copies_ = len(augmentation_transforms(self.shift)) if self.shift > 0 else 1
         n_dims = self.n_features_in_ if self.components_ is None else len(self.components_)
-        refs = np.empty((len(upright), n_dims), np.float32)
-        for start in range(0, len(upright), _PROJECT_CHUNK):
-            chunk = upright[start : start + _PROJECT_CHUNK]
-            refs[start : start + len(chunk)] = self._project(self._stage1_pixels(chunk))
+        n = len(images)
+        if stage1_refs is not None:
+            refs = np.ascontiguousarray(stage1_refs, dtype=np.float32)
+            if refs.shape != (n, n_dims):
+                raise ModelFileError("IDMClassifier state: stage-1 references do not match")
+        else:
+            if upright is None:
+                upright = self._upright(as_images(images))
+            refs = np.empty((n, n_dims), np.float32)
+            for start in range(0, n, _PROJECT_CHUNK):
+                chunk = upright[start : start + _PROJECT_CHUNK]
+                refs[start : start + len(chunk)] = self._project(self._stage1_pixels(chunk))
         self.stage1_refs_ = refs
         self.stage1_sq_ = np.einsum("ij,ij->i", refs, refs)
-        self.idm_refs_ = idm_features(upright, self.idm_blur) if self.rerank else None
+        # A reference's IDM features are made the first time it is a candidate
+        # (_reference_features): one prediction needs about 100 of them, and making all
+        # 60,000 took most of a saved model's load (a first `digitrec predict` waited
+        # 10 s for them). Evaluating a test set fills most of them at the same total cost.
+        # Untouched rows of the empty array take no memory.
+        if self.rerank:
+            self.idm_refs_ = np.empty((n, 2, *self.image_shape_), np.float32)
+            self.idm_ready_ = np.zeros(n, bool)
+        else:
+            self.idm_refs_ = self.idm_ready_ = None
+
+    def _reference_features(self, candidates: np.ndarray) -> np.ndarray:
+        """:attr:`idm_refs_`, its rows for ``candidates`` made if they were not yet. Each is
+        made from the stored training image exactly as fitting all of them at once would."""
+        wanted = np.unique(candidates)
+        with _REFERENCES_FILLING:
+            missing = wanted[~self.idm_ready_[wanted]]
+            if len(missing):
+                upright = self._upright(as_images(self._fit_images[missing]))
+                self.idm_refs_[missing] = idm_features(upright, self.idm_blur)
+                self.idm_ready_[missing] = True
+        return self.idm_refs_
 
     # -- sklearn API ------------------------------------------------------------------
 
@@ -393,12 +435,14 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
         # Keep the training images in their own dtype (uint8 MNIST: 47 MB, not 188 MB); the
         # saved model stores them and rebuilds every derived array from them.
         self._fit_images = as_images(X, dtype=np.asarray(X).dtype)
-        upright = self._upright(images)
+        with progress.stage("deskewing the training images"):
+            upright = self._upright(images)
         pixels = self._stage1_pixels(upright)
         n_comp = self.n_components
         if n_comp is not None and n_comp < min(pixels.shape):
             pca = PCA(n_comp, svd_solver="randomized", random_state=self.random_state)
-            pca.fit(pixels)
+            with progress.stage("principal components of the pixels"):
+                pca.fit(pixels)
             self.mean_ = pca.mean_.astype(np.float32)
             self.components_ = pca.components_.astype(np.float32)
         else:
@@ -429,7 +473,11 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
         if not self.rerank:
             return dist, idx
         idm = idm_pairs(
-            idm_features(upright, self.idm_blur), self.idm_refs_, idx, self.warp, self.context
+            idm_features(upright, self.idm_blur),
+            self._reference_features(idx),
+            idx,
+            self.warp,
+            self.context,
         )
         # Stable sort: equal IDM distances keep stage 1's order.
         order = np.argsort(idm, axis=1, kind="stable")[:, :k]
@@ -551,6 +599,8 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
         if self.components_ is not None:
             arrays["pca_mean"] = self.mean_
             arrays["pca_components"] = self.components_
+        # 10 MB for MNIST that a load would otherwise remake by deskewing every image.
+        arrays["stage1_refs"] = self.stage1_refs_
         state = {"image_shape": list(self.image_shape_), "n_train": int(len(images))}
         return state, arrays
 
@@ -558,7 +608,7 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
         self.check_params()
         try:
             stored = np.asarray(arrays["images"])
-            images = as_images(stored)
+            images = as_images(stored, dtype=stored.dtype)
             labels = np.asarray(arrays["labels"], dtype=np.int64)
             classes = np.asarray(arrays["classes"])
             shape = tuple(int(s) for s in state["image_shape"])
@@ -577,7 +627,8 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
         self._y = labels
         self.image_shape_ = shape
         self.n_features_in_ = math.prod(shape)
-        self._fit_images = as_images(stored, dtype=stored.dtype)
+        self._fit_images = images
         self.mean_ = np.asarray(arrays["pca_mean"], np.float32) if has_pca else None
         self.components_ = np.asarray(arrays["pca_components"], np.float32) if has_pca else None
-        self._build_references(images)
+        # Models saved before stage1_refs was kept remake them from the images.
+        self._build_references(images, stage1_refs=arrays.get("stage1_refs"))

@@ -27,6 +27,10 @@ import numpy as np
 import scipy.linalg
 from numba import njit, prange
 
+from digitrec.kernels import announce_compiling
+
+announce_compiling()  # a first run's compilation shows as a status line, not a silent wait
+
 METRICS = ("euclidean", "manhattan", "minkowski", "cosine")
 # Float32 unit roundoff; the error bounds below are the classic gamma_n = n*u/(1-n*u).
 _U32 = 2.0**-24

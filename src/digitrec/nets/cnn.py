@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from digitrec.errors import ModelFileError, ParameterError
+from digitrec.progress import bar as progress_bar
 from digitrec.validation import check_declared
 
 if TYPE_CHECKING:  # annotations only: torch is imported lazily at run time
@@ -245,7 +247,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         the 2-core build machine under load, a training step took 0.12-0.14 s with one
         thread and 0.39-0.50 s with two (OpenMP threads wait on each other).
     verbose : bool or int, default=False
-        Show a progress bar with the training loss and validation accuracy.
+        Show a progress bar with the training loss and validation accuracy, and a line per
+        epoch; when False they are shown only where :mod:`digitrec.progress` is on (the CLI).
 
     Attributes
     ----------
@@ -351,8 +354,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         best_loss, best_weights, epochs_without_gain = math.inf, None, 0
         self.best_epoch_, self.stopped_early_ = self.epochs, False
 
-        progress = tqdm(
-            total=self.epochs * batches_per_epoch, disable=not self.verbose, unit="batch"
+        # verbose shows the bar even where digitrec.progress is off (a Python user's fit).
+        progress = progress_bar(
+            total=self.epochs * batches_per_epoch,
+            desc="training the cnn",
+            unit="batch",
+            enabled=True if self.verbose else None,
         )
         with progress:
             for epoch in range(1, self.epochs + 1):
@@ -382,6 +389,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                         epochs_without_gain += 1
                 history["seconds"].append(time.perf_counter() - started)
                 progress.set_postfix(postfix)
+                if not progress.disable:  # a line per epoch stays when the bar is gone
+                    shown = ", ".join(f"{name} {value}" for name, value in postfix.items())
+                    progress.write(f"epoch {epoch}/{self.epochs}: {shown}", file=sys.stderr)
                 if epochs_without_gain >= self.patience:
                     self.stopped_early_ = True
                     break
