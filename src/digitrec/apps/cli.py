@@ -300,14 +300,35 @@ def predict(
     annotate: Annotated[
         Path | None, typer.Option(help="Write each image with boxes and the tiles seen here")
     ] = None,
+    layout: Annotated[
+        str,
+        typer.Option(
+            help="auto, number (all digits as one number), lines (lines of numbers), "
+            "table (lines aligned into columns)"
+        ),
+    ] = "auto",
+    csv_path: Annotated[
+        Path | None,
+        typer.Option("--csv", help="Write the table (one row per line) as CSV (one image)"),
+    ] = None,
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(help="Flag numbers less sure than this (0-1) for review", min=0, max=1),
+    ] = None,
 ) -> None:
-    """Read the digits in images: one line (or JSON object) per image."""
+    """Read the digits in images: one line (or JSON object) per image; a page of numbers
+    prints one line per text line, doubtful digits marked with '?'."""
     from digitrec.data.images import load_image
-    from digitrec.reading.recognize import read_image
+    from digitrec.reading.page import LAYOUTS, MIN_CONFIDENCE, read_page
 
     model_dir, images = (paths[0], paths[1:]) if paths[0].is_dir() else (None, paths)
     if not images:
         raise DigitrecError("no image given: digitrec predict [MODEL] IMAGE...")
+    if layout not in LAYOUTS:
+        raise DigitrecError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+    if csv_path is not None and len(images) != 1:
+        raise DigitrecError("--csv writes the table of one image; give exactly one")
+    threshold = MIN_CONFIDENCE if min_confidence is None else min_confidence
     trained = models.load(_model_dir(model_dir))
     failures = 0
     for path in images:
@@ -317,20 +338,47 @@ def predict(
             failures += 1
             typer.echo(f"error: {exc}", err=True)
             continue
-        reading = read_image(trained, image)
+        reading = read_page(trained, image, layout=layout, min_confidence=threshold)
         if annotate is not None:
             from digitrec.reading.annotate import write_annotations
 
             write_annotations(annotate, path, image, reading)
+        if csv_path is not None:
+            _write_csv(csv_path, reading.grid())
         if as_json:
             typer.echo(json.dumps({"path": str(path), **reading.to_json()}))
         elif reading.diagnosis:
             typer.echo(f"{path}: nothing read ({reading.diagnosis})")
+        elif len(reading.lines) > 1 or any(len(line) > 1 for line in reading.lines):
+            typer.echo(f"{path}:")
+            for line in reading.lines:
+                typer.echo("  " + "  ".join(_marked(f, threshold) for f in line))
         else:
             shown = " ".join(f"{d.digit}:{d.probability:.2f}" for d in reading.digits)
-            typer.echo(f"{path}: {reading.text}  ({shown})")
+            fields = [f for line in reading.lines for f in line]
+            text = _marked(fields[0], threshold) if fields else reading.text
+            typer.echo(f"{path}: {text}  ({shown})")
     if failures:
         raise typer.Exit(1)
+
+
+def _marked(field, threshold: float) -> str:
+    """A number's text with '?' after each doubtful digit and, when a person should check
+    it, the reason in brackets."""
+    doubtful = iter(d.confidence < threshold for d in field.digits)
+    text = "".join(ch + ("?" if ch.isdigit() and next(doubtful) else "") for ch in field.text)
+    return f"{text} [check: {field.diagnosis}]" if field.needs_review else text
+
+
+def _write_csv(path: Path, rows: list[list[str]]) -> None:
+    import csv
+    import io
+
+    from digitrec.persistence.atomic import atomic_write_text
+
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
 
 
 @app.command("show")

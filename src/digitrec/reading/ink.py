@@ -9,7 +9,7 @@ are shared by :mod:`digitrec.reading.segment` and :mod:`digitrec.reading.framing
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -50,6 +50,11 @@ class Ink:
     scale: float  # original pixels per working pixel
     stroke: float  # typical stroke width in working pixels
     core: np.ndarray  # bool per pixel: ink proper, not a blurred stroke's halo
+    # Sharp marks too small beside the others to be digits (a decimal point, a comma's
+    # dot): cv2 stats rows and label values, for the layout reader; the digit reader
+    # ignores them as specks.
+    small_stats: np.ndarray = field(default_factory=lambda: np.zeros((0, 5), np.int32))
+    small_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
 
 
 def checked_grey(image: np.ndarray) -> np.ndarray:
@@ -252,7 +257,8 @@ def _components(mask: np.ndarray, contrast: np.ndarray, scale: float, stroke: fl
     stats = stats[1:]
     ids = np.arange(1, count)
     big = stats[:, cv2.CC_STAT_AREA] >= max(4.0, 1.5 * stroke * stroke)
-    big &= _edge_sharpness(labels, contrast, count, stroke)[1:] >= _MIN_SHARPNESS
+    sharp = _edge_sharpness(labels, contrast, count, stroke)[1:] >= _MIN_SHARPNESS
+    big &= sharp
     if not big.any():
         return None
     # A speck is small in area, or small in extent next to the typical height of the
@@ -262,8 +268,11 @@ def _components(mask: np.ndarray, contrast: np.ndarray, scale: float, stroke: fl
     typical_height = float(np.median(stats[substantial, cv2.CC_STAT_HEIGHT]))
     extent = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
     keep = big & (extent >= 0.25 * typical_height)
+    # A point written with a fine pen has less ink than a speck of the area test's size.
+    small = ~keep & (area >= max(4.0, 0.6 * stroke * stroke)) & (extent >= 0.6 * stroke)
+    small &= sharp
     core = _stroke_cores(labels, contrast, stroke)
-    return Ink(labels, stats[keep], ids[keep], scale, stroke, core)
+    return Ink(labels, stats[keep], ids[keep], scale, stroke, core, stats[small], ids[small])
 
 
 def _stroke_cores(labels: np.ndarray, contrast: np.ndarray, stroke: float) -> np.ndarray:

@@ -34,19 +34,83 @@ class DigitReading:
             "probability": round(self.probability, 4),
             "probabilities": [round(p, 4) for p in self.probabilities],
             "box": list(self.box),
+            "confidence": round(self.confidence, 4),
+        }
+
+
+    @property
+    def confidence(self) -> float:
+        """The model's probability of its answer (calibrated: see benchmarks/pages.py)."""
+        return self.probability
+
+
+@dataclass
+class Field:
+    """One number on a page: its text (digits and marks such as ``-``, ``.``, ``,``), where
+    it is, its digits, and whether a person should check it.
+
+    ``confidence`` is the product of its digits'; ``needs_review`` is set when that is below
+    the reader's threshold, or an unknown mark or a misplaced one was seen (``diagnosis``
+    says which). ``column`` is the table column, when read as a table.
+    """
+
+    text: str
+    box: tuple[int, int, int, int]
+    digits: list[DigitReading]
+    confidence: float
+    needs_review: bool
+    diagnosis: str | None = None
+    column: int | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "text": self.text,
+            "box": list(self.box),
+            "confidence": round(self.confidence, 4),
+            "needs_review": self.needs_review,
+            "diagnosis": self.diagnosis,
+            "column": self.column,
+            "digits": [d.to_json() for d in self.digits],
         }
 
 
 @dataclass
 class Reading:
-    """Every digit found in one image, left to right."""
+    """Every digit found in one image, left to right; for a page read by layout, also its
+    lines of fields (numbers), top to bottom."""
 
     digits: list[DigitReading] = field(default_factory=list)
     diagnosis: str | None = None  # why nothing was read, e.g. "no ink found"
+    lines: list[list[Field]] = field(default_factory=list)
 
     @property
     def text(self) -> str:
+        """The number; for a page of several, its lines joined by newlines, the fields of
+        a line by spaces."""
+        if self.lines:
+            return "\n".join(" ".join(f.text for f in line) for line in self.lines)
         return "".join(str(d.digit) for d in self.digits)
+
+    @property
+    def needs_review(self) -> bool:
+        return any(f.needs_review for line in self.lines for f in line)
+
+    def grid(self) -> list[list[str]]:
+        """The fields as a table: one row per line, one cell per column (empty where a
+        line has no field in that column); without columns, the fields in order."""
+        width = 1 + max((f.column or 0 for line in self.lines for f in line), default=-1)
+        rows = []
+        for line in self.lines:
+            if any(f.column is None for f in line):
+                rows.append([f.text for f in line])
+                continue
+            row = [""] * width
+            for f in line:
+                # Two fields of one line in one column (a field overlapping two columns)
+                # share the cell rather than lose one.
+                row[f.column] = f"{row[f.column]} {f.text}".strip()
+            rows.append(row)
+        return rows
 
     def to_json(self) -> dict:
         single = self.digits[0] if len(self.digits) == 1 else None
@@ -56,6 +120,8 @@ class Reading:
             "probability": round(single.probability, 4) if single else None,
             "digits": [d.to_json() for d in self.digits],
             "diagnosis": self.diagnosis,
+            "needs_review": self.needs_review,
+            "lines": [[f.to_json() for f in line] for line in self.lines],
         }
 
 
