@@ -115,7 +115,7 @@ def _working_copy(image: np.ndarray) -> tuple[np.ndarray, float]:
     probe = _shrink(image, _PROBE_SIZE)
     if not _ink_is_dark(probe):
         image, probe = 255 - image, 255 - probe
-    factor = min(_WORK_MAX / longer, _pen_factor(probe, longer))
+    factor = min(_WORK_MAX / longer, _pen_factor(image, probe, longer))
     if factor >= 1.0:
         return image, 1.0
     size = scaled_size(h, w, factor)
@@ -123,8 +123,8 @@ def _working_copy(image: np.ndarray) -> tuple[np.ndarray, float]:
     return work, longer / max(work.shape)
 
 
-def _pen_factor(probe: np.ndarray, longer: int) -> float:
-    """The factor that shrinks an image ``longer`` pixels long so its strokes are about
+def _pen_factor(image: np.ndarray, probe: np.ndarray, longer: int) -> float:
+    """The factor that shrinks ``image`` (``longer`` pixels long) so its strokes are about
     ``_PEN`` pixels wide, or 1.0.
 
     Only images longer than ``_PEN_FROM`` are worth it. The pen is measured on ``probe``,
@@ -137,6 +137,14 @@ def _pen_factor(probe: np.ndarray, longer: int) -> float:
     if look is None:
         return 1.0
     stroke = look[1] * longer / max(probe.shape)
+    if _PEN / stroke < 0.8 and longer > 2 * _PROBE_SIZE:
+        # Small writing on a big page (a table of numbers) shows on the probe as blots as
+        # thick as the digits are tall, which says nothing about the pen: a probe twice as
+        # large shows the strokes, and a narrower pen.
+        closer = _shrink(image, 2 * _PROBE_SIZE)
+        second = _first_look(closer)
+        if second is not None:
+            stroke = min(stroke, second[1] * longer / max(closer.shape))
     factor = max(_PEN / stroke, _WORK_MIN / longer)
     return factor if factor < 0.8 else 1.0
 

@@ -42,7 +42,7 @@ _SAME_LINE = 0.5
 _FIELD_GAP = 0.75
 # A small mark overlapping other marks in x by more than this share of its width belongs
 # to them (a loose bar of a '5', the dot of a broken stroke), not beside them.
-_ISOLATED = 0.3
+_ISOLATED = 0.5
 
 
 @dataclass
@@ -52,6 +52,7 @@ class Item:
     kind: str  # "digit" or one of marks.MINUS, POINT, COMMA, UNKNOWN
     box: Box  # working scale
     mask: np.ndarray | None = None  # the digit's mask within its box
+    deskewed: tuple[float, float] = (0.0, 0.0)  # a mark's top and bottom, page levelled
 
 
 @dataclass
@@ -261,7 +262,8 @@ def _line_layout(
                 digit_marks.append(index)
             continue
         x, y, w, h = (int(v) for v in found.stats[index, :4])
-        mark_items.append(Item(kind, (x, y, w, h)))
+        deskewed = (float(found.top[index]), float(found.bottom[index]))
+        mark_items.append(Item(kind, (x, y, w, h), deskewed=deskewed))
     line_ink = _line_ink(ink, found, digit_marks, pieces_of, single=single)
     items = list(mark_items)
     if line_ink is not None:
@@ -278,7 +280,7 @@ def _mark_kind(found: _Marks, index: int, members: list[int], frame: LineFrame) 
     a speck to ignore."""
     x, _, w, h = (int(v) for v in found.stats[index, :4])
     top, bottom = float(found.top[index]), float(found.bottom[index])
-    if not marks.is_small(w, bottom - top, frame):
+    if not marks.is_small(top, bottom, w, frame):
         return None
     overlap = 0
     for other in members:

@@ -77,9 +77,13 @@ def write_field(
     x = float(height)
     baseline = 2 * height
     for ch, step in zip(text, advance, strict=True):
+        if not ch.isdigit():
+            x += float(rng.uniform(0.05, 0.2)) * height
         dy = float(rng.normal(0, height / 40))
         draw.text((x, baseline + dy), ch, font=face, fill=255, anchor="ls")
-        x += step + float(rng.uniform(0.02, 0.15)) * height
+        # People leave a little room around a point, a comma or a minus (before: above).
+        room = 0.0 if ch.isdigit() else float(rng.uniform(0.05, 0.2))
+        x += step + (float(rng.uniform(0.05, 0.25)) + room) * height
     ink = np.asarray(canvas, np.float32) / 255.0
     rows = np.flatnonzero(ink.max(axis=1) > 0.05)
     cols = np.flatnonzero(ink.max(axis=0) > 0.05)
