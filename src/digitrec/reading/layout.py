@@ -241,7 +241,9 @@ def _typical_height(heights: np.ndarray) -> float:
     whose lines touch many marks are digits of two or three lines joined."""
     support = [int(np.count_nonzero(np.abs(heights - h) <= 0.15 * h)) for h in heights]
     best = max(support)
-    return float(np.median([h for h, n in zip(heights, support, strict=True) if n == best]))
+    shared = [h for h, n in zip(heights, support, strict=True) if n == best]
+    # Among equally common heights (a '-4': one bar, one digit), digits are the tallest.
+    return float(max(shared) if best == 1 else np.median(shared))
 
 
 def _line_layout(

@@ -13,6 +13,8 @@ from digitrec.reading.layout import Layout, LineLayout, columns, find_layout, or
 from digitrec.reading.recognize import DigitReading, Field, Reading, read_image, read_tiles
 
 LAYOUTS = ("auto", "number", "lines", "table")
+# The shortest digit of a number is at least this share of the tallest's height.
+_SAME_HEIGHT = 0.7
 # A number whose confidence (the product of its digits') is below this is flagged for
 # review. Chosen on the tuning pages and photos (benchmarks/pages.py prints the trade-off).
 MIN_CONFIDENCE = 0.9
@@ -73,6 +75,11 @@ def _field(items, digits: list[DigitReading], found: Layout, shape, min_confiden
         str(read[id(i)].digit) if i.kind == "digit" else _mark_text(i.kind) for i in items
     )
     problems = _mark_problems([i.kind for i in items])
+    heights = [d.box[3] for d in digits]
+    if heights and min(heights) < _SAME_HEIGHT * max(heights):
+        # The digits of one number are about as tall as each other; letters are not
+        # ('h' and 'e'), nor a smudge beside a digit.
+        problems.append("marks of different heights, perhaps letters")
     confidence = float(np.prod([d.confidence for d in digits])) if digits else 0.0
     if digits and confidence < min_confidence:
         doubtful = [str(d.digit) for d in digits if d.confidence < min_confidence]
