@@ -15,6 +15,9 @@ from digitrec.reading.recognize import DigitReading, Field, Reading, read_image,
 LAYOUTS = ("auto", "number", "lines", "table")
 # The shortest digit of a number is at least this share of the tallest's height.
 _SAME_HEIGHT = 0.7
+# A digit's box wider than this times its height may hold two digits (a '0' or a '7' with
+# a long bar is rarely so wide).
+_WIDE = 1.2
 # A number whose confidence (the product of its digits') is below this is flagged for
 # review. Chosen on the tuning pages and photos (benchmarks/pages.py prints the trade-off).
 MIN_CONFIDENCE = 0.9
@@ -80,6 +83,10 @@ def _field(items, digits: list[DigitReading], found: Layout, shape, min_confiden
         # The digits of one number are about as tall as each other; letters are not
         # ('h' and 'e'), nor a smudge beside a digit.
         problems.append("marks of different heights, perhaps letters")
+    if any(d.box[2] > _WIDE * d.box[3] for d in digits):
+        # The segmenter cuts marks this wide into digits only where the cut is clean; one
+        # left whole may be two digits joined, or a smudge.
+        problems.append("a digit wider than tall: digit count unsure")
     confidence = float(np.prod([d.confidence for d in digits])) if digits else 0.0
     if digits and confidence < min_confidence:
         doubtful = [str(d.digit) for d in digits if d.confidence < min_confidence]
