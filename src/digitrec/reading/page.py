@@ -7,9 +7,16 @@ import numpy as np
 
 from digitrec.models import Model
 from digitrec.reading import marks
-from digitrec.reading.framing import tile_from_mask
+from digitrec.reading.framing import TILE, tile_from_mask
 from digitrec.reading.ink import crop
-from digitrec.reading.layout import Layout, LineLayout, columns, find_layout, original_box
+from digitrec.reading.layout import (
+    Item,
+    Layout,
+    LineLayout,
+    columns,
+    find_layout,
+    original_box,
+)
 from digitrec.reading.recognize import DigitReading, Field, Reading, read_image, read_tiles
 
 LAYOUTS = ("auto", "number", "lines", "table")
@@ -39,7 +46,8 @@ def read_page(
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
-    if layout == "number":
+    if layout == "number" or image.shape == (TILE, TILE):
+        # A 28x28 image is one MNIST-style digit (a canvas, a dataset tile), framed as is.
         return read_image(model, image)
     found = find_layout(image)
     if found.diagnosis:
@@ -55,13 +63,13 @@ def read_page(
 
 def _read_line(
     model: Model, found: Layout, line: LineLayout, shape: tuple[int, ...], min_confidence: float
-) -> list:
+) -> list[Field]:
     """The fields of one line, their digits read by the model."""
     digit_items = [item for item in line.items if item.kind == "digit"]
     tiles = (
         np.stack([tile_from_mask(item.mask, crop(line.ink.core, item.box)) for item in digit_items])
         if digit_items
-        else np.zeros((0, 28, 28), np.uint8)
+        else np.zeros((0, TILE, TILE), np.uint8)
     )
     boxes = [original_box(found, item.box, shape) for item in digit_items]
     readings = iter(read_tiles(model, tiles, boxes))
@@ -74,7 +82,15 @@ def _read_line(
     return fields
 
 
-def _field(items, digits: list[DigitReading], found: Layout, shape, min_confidence, read) -> Field:
+def _field(
+    items: list[Item],
+    digits: list[DigitReading],
+    found: Layout,
+    shape: tuple[int, ...],
+    min_confidence: float,
+    read: dict[int, DigitReading],
+) -> Field:
+    """One number: its text, box, digits, confidence, and what a person should check."""
     text = "".join(
         str(read[id(i)].digit) if i.kind == "digit" else _mark_text(i.kind) for i in items
     )
