@@ -419,8 +419,24 @@ def predict(
     annotate: Annotated[
         Path | None, typer.Option(help="Write each image with boxes and the tiles seen here")
     ] = None,
+    layout: Annotated[
+        str,
+        typer.Option(
+            help="auto, number (all digits as one number), lines (lines of numbers), "
+            "table (lines aligned into columns)"
+        ),
+    ] = "auto",
+    csv_path: Annotated[
+        Path | None,
+        typer.Option("--csv", help="Write the table (one row per line) as CSV (one image)"),
+    ] = None,
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(help="Flag numbers less sure than this (0-1) for review", min=0, max=1),
+    ] = None,
 ) -> None:
-    """Read the digits in images: one line (or JSON object) per image.
+    """Read the digits in images: one line (or JSON object) per image; a page of numbers
+    prints one line per text line, doubtful digits marked with '?'.
 
     Every image is checked (exists, PNG/JPEG/WebP, within the size limits) before the model
     is loaded: each bad one is an `error:` line, the others are read, and the exit status
@@ -428,7 +444,8 @@ def predict(
     from digitrec import models
     from digitrec.data.folders import READABLE_SUFFIXES
     from digitrec.data.images import check_image, load_image
-    from digitrec.reading.recognize import read_image
+    from digitrec.reading.page import LAYOUTS, MIN_CONFIDENCE
+    from digitrec.reading.recognize import read_images
 
     images = list(paths)
     if model is None and images[0].is_dir():
@@ -444,6 +461,11 @@ def predict(
         raise DigitrecError(f"{images[0]}: no such model folder or image; nothing read")
     if not images:
         raise DigitrecError("no image given: digitrec predict [-m MODEL] IMAGE...")
+    if layout not in LAYOUTS:
+        raise DigitrecError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+    if csv_path is not None and len(images) != 1:
+        raise DigitrecError("--csv writes the table of one image; give exactly one")
+    threshold = MIN_CONFIDENCE if min_confidence is None else min_confidence
     readable = []
     for path in images:
         try:
@@ -463,18 +485,26 @@ def predict(
             failures += 1
             typer.echo(f"error: {exc}", err=True)
             continue
-        reading = read_image(trained, image)
+        (reading,) = read_images(trained, [image], layout=layout, min_confidence=threshold)
         if annotate is not None:
             from digitrec.reading.annotate import write_annotations
 
             write_annotations(annotate, path, image, reading)
+        if csv_path is not None:
+            _write_csv(csv_path, reading.grid())
         if as_json:
             typer.echo(_strict_json({"path": str(path), **reading.to_json()}))
         elif reading.diagnosis:
             typer.echo(f"{path}: nothing read ({reading.diagnosis})")
+        elif len(reading.lines) > 1 or any(len(line) > 1 for line in reading.lines):
+            typer.echo(f"{path}:")
+            for line in reading.lines:
+                typer.echo("  " + "  ".join(_marked(f, threshold) for f in line))
         else:
             shown = " ".join(f"{d.digit}:{d.probability:.2f}" for d in reading.digits)
-            typer.echo(f"{path}: {reading.text}  ({shown})")
+            fields = [f for line in reading.lines for f in line]
+            text = _marked(fields[0], threshold) if fields else reading.text
+            typer.echo(f"{path}: {text}  ({shown})")
     if failures:
         raise typer.Exit(1)
 
@@ -485,6 +515,25 @@ def _strict_json(value) -> str:
         return json.dumps(value, allow_nan=False)
     except ValueError:
         raise DigitrecError("the model gave a probability that is not a number") from None
+
+
+def _marked(field, threshold: float) -> str:
+    """A number's text with '?' after each doubtful digit and, when a person should check
+    it, the reason in brackets."""
+    doubtful = iter(d.confidence < threshold for d in field.digits)
+    text = "".join(ch + ("?" if ch.isdigit() and next(doubtful) else "") for ch in field.text)
+    return f"{text} [check: {field.diagnosis}]" if field.needs_review else text
+
+
+def _write_csv(path: Path, rows: list[list[str]]) -> None:
+    import csv
+    import io
+
+    from digitrec.persistence.atomic import atomic_write_text
+
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
 
 
 @app.command("show")

@@ -9,7 +9,7 @@ are shared by :mod:`digitrec.reading.segment` and :mod:`digitrec.reading.framing
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -50,6 +50,11 @@ class Ink:
     scale: float  # original pixels per working pixel
     stroke: float  # typical stroke width in working pixels
     core: np.ndarray  # bool per pixel: ink proper, not a blurred stroke's halo
+    # Sharp marks too small beside the others to be digits (a decimal point, a comma's
+    # dot): cv2 stats rows and label values, for the layout reader; the digit reader
+    # ignores them as specks.
+    small_stats: np.ndarray = field(default_factory=lambda: np.zeros((0, 5), np.int32))
+    small_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
 
 
 def checked_grey(image: np.ndarray) -> np.ndarray:
@@ -110,7 +115,7 @@ def _working_copy(image: np.ndarray) -> tuple[np.ndarray, float]:
     probe = _shrink(image, _PROBE_SIZE)
     if not _ink_is_dark(probe):
         image, probe = 255 - image, 255 - probe
-    factor = min(_WORK_MAX / longer, _pen_factor(probe, longer))
+    factor = min(_WORK_MAX / longer, _pen_factor(image, probe, longer))
     if factor >= 1.0:
         return image, 1.0
     size = scaled_size(h, w, factor)
@@ -118,8 +123,8 @@ def _working_copy(image: np.ndarray) -> tuple[np.ndarray, float]:
     return work, longer / max(work.shape)
 
 
-def _pen_factor(probe: np.ndarray, longer: int) -> float:
-    """The factor that shrinks an image ``longer`` pixels long so its strokes are about
+def _pen_factor(image: np.ndarray, probe: np.ndarray, longer: int) -> float:
+    """The factor that shrinks ``image`` (``longer`` pixels long) so its strokes are about
     ``_PEN`` pixels wide, or 1.0.
 
     Only images longer than ``_PEN_FROM`` are worth it. The pen is measured on ``probe``,
@@ -132,6 +137,14 @@ def _pen_factor(probe: np.ndarray, longer: int) -> float:
     if look is None:
         return 1.0
     stroke = look[1] * longer / max(probe.shape)
+    if _PEN / stroke < 0.8 and longer > 2 * _PROBE_SIZE:
+        # Small writing on a big page (a table of numbers) shows on the probe as blots as
+        # thick as the digits are tall, which says nothing about the pen: a probe twice as
+        # large shows the strokes, and a narrower pen.
+        closer = _shrink(image, 2 * _PROBE_SIZE)
+        second = _first_look(closer)
+        if second is not None:
+            stroke = min(stroke, second[1] * longer / max(closer.shape))
     factor = max(_PEN / stroke, _WORK_MIN / longer)
     return factor if factor < 0.8 else 1.0
 
@@ -252,7 +265,8 @@ def _components(mask: np.ndarray, contrast: np.ndarray, scale: float, stroke: fl
     stats = stats[1:]
     ids = np.arange(1, count)
     big = stats[:, cv2.CC_STAT_AREA] >= max(4.0, 1.5 * stroke * stroke)
-    big &= _edge_sharpness(labels, contrast, count, stroke)[1:] >= _MIN_SHARPNESS
+    sharp = _edge_sharpness(labels, contrast, count, stroke)[1:] >= _MIN_SHARPNESS
+    big &= sharp
     if not big.any():
         return None
     # A speck is small in area, or small in extent next to the typical height of the
@@ -262,8 +276,11 @@ def _components(mask: np.ndarray, contrast: np.ndarray, scale: float, stroke: fl
     typical_height = float(np.median(stats[substantial, cv2.CC_STAT_HEIGHT]))
     extent = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
     keep = big & (extent >= 0.25 * typical_height)
+    # A point written with a fine pen has less ink than a speck of the area test's size.
+    small = ~keep & (area >= max(4.0, 0.6 * stroke * stroke)) & (extent >= 0.6 * stroke)
+    small &= sharp
     core = _stroke_cores(labels, contrast, stroke)
-    return Ink(labels, stats[keep], ids[keep], scale, stroke, core)
+    return Ink(labels, stats[keep], ids[keep], scale, stroke, core, stats[small], ids[small])
 
 
 def _stroke_cores(labels: np.ndarray, contrast: np.ndarray, stroke: float) -> np.ndarray:

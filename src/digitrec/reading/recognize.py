@@ -43,21 +43,85 @@ class DigitReading:
             "probability": round(self.probability, 4),
             "probabilities": [round(p, 4) for p in self.probabilities],
             "box": list(self.box),
+            "confidence": round(self.confidence, 4),
+        }
+
+
+    @property
+    def confidence(self) -> float:
+        """The model's probability of its answer (calibrated: see benchmarks/pages.py)."""
+        return self.probability
+
+
+@dataclass
+class Field:
+    """One number on a page: its text (digits and marks such as ``-``, ``.``, ``,``), where
+    it is, its digits, and whether a person should check it.
+
+    ``confidence`` is the product of its digits'; ``needs_review`` is set when that is below
+    the reader's threshold, or an unknown mark or a misplaced one was seen (``diagnosis``
+    says which). ``column`` is the table column, when read as a table.
+    """
+
+    text: str
+    box: tuple[int, int, int, int]
+    digits: list[DigitReading]
+    confidence: float
+    needs_review: bool
+    diagnosis: str | None = None
+    column: int | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "text": self.text,
+            "box": list(self.box),
+            "confidence": round(self.confidence, 4),
+            "needs_review": self.needs_review,
+            "diagnosis": self.diagnosis,
+            "column": self.column,
+            "digits": [d.to_json() for d in self.digits],
         }
 
 
 @dataclass
 class Reading:
-    """Every digit found in one image, left to right."""
+    """Every digit found in one image, left to right; for a page read by layout, also its
+    lines of fields (numbers), top to bottom."""
 
     digits: list[DigitReading] = field(default_factory=list)
     diagnosis: str | None = None  # why nothing was read, e.g. "no ink found"
     # What stopped this image being read (only with ``isolate_errors``); then no digits.
     failure: Exception | None = None
+    lines: list[list[Field]] = field(default_factory=list)
 
     @property
     def text(self) -> str:
+        """The number; for a page of several, its lines joined by newlines, the fields of
+        a line by spaces."""
+        if self.lines:
+            return "\n".join(" ".join(f.text for f in line) for line in self.lines)
         return "".join(str(d.digit) for d in self.digits)
+
+    @property
+    def needs_review(self) -> bool:
+        return any(f.needs_review for line in self.lines for f in line)
+
+    def grid(self) -> list[list[str]]:
+        """The fields as a table: one row per line, one cell per column (empty where a
+        line has no field in that column); without columns, the fields in order."""
+        width = 1 + max((f.column or 0 for line in self.lines for f in line), default=-1)
+        rows = []
+        for line in self.lines:
+            if any(f.column is None for f in line):
+                rows.append([f.text for f in line])
+                continue
+            row = [""] * width
+            for f in line:
+                # Two fields of one line in one column (a field overlapping two columns)
+                # share the cell rather than lose one.
+                row[f.column] = f"{row[f.column]} {f.text}".strip()
+            rows.append(row)
+        return rows
 
     def to_json(self) -> dict:
         single = self.digits[0] if len(self.digits) == 1 else None
@@ -67,6 +131,8 @@ class Reading:
             "probability": round(single.probability, 4) if single else None,
             "digits": [d.to_json() for d in self.digits],
             "diagnosis": self.diagnosis,
+            "needs_review": self.needs_review,
+            "lines": [[f.to_json() for f in line] for line in self.lines],
         }
 
 
@@ -123,8 +189,14 @@ def read_images(
     explain: bool = False,
     isolate_errors: bool = False,
     model_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    layout: str = "number",
+    min_confidence: float | None = None,
 ) -> list[Reading]:
     """Read every digit in each greyscale image (uint8, any size): one reading per image.
+
+    ``layout`` ``number`` reads all the digits of an image as one number; ``lines``,
+    ``table`` and ``auto`` read it as a page of numbers (:func:`digitrec.reading.page.read_page`,
+    with ``min_confidence`` as the review threshold).
 
     ``images`` is gone through once, so a generator that loads them keeps one in memory at
     a time (only the digit tiles are kept). An exception in place of an image (one that
@@ -137,6 +209,8 @@ def read_images(
     stopping the others. ``model_context`` is entered around the one model call (a server
     runs its searches one at a time).
     """
+    if layout != "number":
+        return _read_pages(images, model, layout, min_confidence, isolate_errors)
     found: list[Segmentation | Exception] = []
     for image in images:
         if isinstance(image, Exception):
@@ -153,7 +227,7 @@ def read_images(
     tiles = [item.tiles for item in segmented if len(item.tiles)]
     boxes = [box for item in segmented for box in item.boxes]
     digits = (
-        _read_tiles(model, np.concatenate(tiles), boxes, explain, model_context) if tiles else []
+        read_tiles(model, np.concatenate(tiles), boxes, explain, model_context) if tiles else []
     )
     readings, taken = [], 0
     for item in found:
@@ -166,19 +240,47 @@ def read_images(
     return readings
 
 
+def _read_pages(
+    images: Iterable[np.ndarray | Exception],
+    model: Model,
+    layout: str,
+    min_confidence: float | None,
+    isolate_errors: bool,
+) -> list[Reading]:
+    """Each image read as a page of numbers, its lines' digits classified line by line."""
+    # Imported here: page reading builds on this module's readings.
+    from digitrec.reading.page import MIN_CONFIDENCE, read_page
+
+    threshold = MIN_CONFIDENCE if min_confidence is None else min_confidence
+    readings = []
+    for image in images:
+        if isinstance(image, Exception):
+            readings.append(Reading(failure=image))
+            continue
+        try:
+            readings.append(read_page(model, image, layout=layout, min_confidence=threshold))
+        except Exception as exc:
+            if not isolate_errors:
+                raise
+            readings.append(Reading(failure=exc))
+    return readings
+
+
 def read_image(model: Model, image: np.ndarray) -> Reading:
     """:func:`read_images` for one image."""
     return read_images(model, [image])[0]
 
 
-def _read_tiles(
+def read_tiles(
     model: Model,
     tiles: np.ndarray,
     boxes: list,
-    explain: bool,
-    model_context: Callable[[], contextlib.AbstractContextManager],
+    explain: bool = False,
+    model_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> list[DigitReading]:
     """Classify MNIST-style tiles in one model call, keeping each one's box."""
+    if len(tiles) == 0:
+        return []
     inputs = tiles_to_model_input(tiles, model)
     with model_context():
         if explain:

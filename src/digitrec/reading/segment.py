@@ -65,17 +65,43 @@ def segment(image: np.ndarray, *, transform: TileTransform | None = None) -> Seg
     ink = find_ink(checked_grey(image))
     if ink is None:
         return _empty(NO_INK)
+    pieces = digit_pieces(ink)
+    if isinstance(pieces, str):
+        return _empty(pieces)
+    return tiles_of_pieces(ink, pieces, image.shape, transform=transform)
+
+
+def digit_pieces(ink: Ink) -> list[tuple[np.ndarray, Box]] | str:
+    """Every digit's mask and box (working scale) in ``ink``, left to right; or a diagnosis
+    when there are too many marks to be a few digits.
+
+    :mod:`digitrec.reading.layout` calls this on one text line's ink at a time.
+    """
     groups = _group_components(ink)
     if len(groups) > _MAX_DIGITS:
-        return _empty(f"found {len(groups)} separate marks; expected a few handwritten digits")
+        return f"found {len(groups)} separate marks; expected a few handwritten digits"
     pieces = [piece for group in groups for piece in _split_touching(ink, group, groups)]
     pieces.sort(key=lambda piece: piece[1][0] + piece[1][2] / 2)
+    return pieces
+
+
+def tiles_of_pieces(
+    ink: Ink,
+    pieces: list[tuple[np.ndarray, Box]],
+    shape: tuple[int, ...],
+    *,
+    transform: TileTransform | None = None,
+) -> Segmentation:
+    """The MNIST tiles of ``pieces`` (from :func:`digit_pieces`) and their boxes in the
+    coordinates of the original image of ``shape``."""
+    if not pieces:
+        return _empty("no digits found")
     # Where digits are and how they split is decided on the whole marks; the tiles are made
     # of the strokes' cores.
     tiles = np.stack([tile_from_mask(mask, crop(ink.core, box)) for mask, box in pieces])
     if transform is not None:
         tiles = apply_transform(transform, tiles)
-    boxes = [_to_original(box, ink.scale, image.shape) for _, box in pieces]
+    boxes = [to_original(box, ink.scale, shape) for _, box in pieces]
     return Segmentation(tiles, boxes, None)
 
 
@@ -267,7 +293,8 @@ def _typical_width(ink: Ink, groups: list[list[int]], height: int) -> float:
     return 0.65 * height
 
 
-def _to_original(box: Box, scale: float, shape: tuple[int, ...]) -> Box:
+def to_original(box: Box, scale: float, shape: tuple[int, ...]) -> Box:
+    """A working-scale box in the pixel coordinates of the original image of ``shape``."""
     x, y, w, h = box
     x0 = max(0, int(np.floor(x * scale)))
     y0 = max(0, int(np.floor(y * scale)))

@@ -198,6 +198,22 @@ def _photo_rgb(
         ink = render_text(text, font, rng, height=height, gap=gap).ink
     else:
         ink = np.zeros((height * 2, height * 3), np.float32)
+    return photo_rgb_of_ink(ink, rng, height=height, shadow=shadow)
+
+
+def photo_of_ink(
+    ink: np.ndarray, rng: np.random.Generator, *, height: int, shadow: float | None = None
+) -> bytes:
+    """A phone-photo-like JPEG of ink coverage ``ink`` (1.0 full ink) whose writing is
+    about ``height`` pixels tall: the effects of :func:`photo` on any rendering."""
+    rgb = photo_rgb_of_ink(ink, rng, height=height, shadow=shadow)
+    return _encode(rgb, "JPEG", quality=int(rng.integers(60, 92)))
+
+
+def photo_rgb_of_ink(
+    ink: np.ndarray, rng: np.random.Generator, *, height: int, shadow: float | None
+) -> np.ndarray:
+    """:func:`photo_of_ink` before JPEG compression, as an RGB array."""
     margin_y = int(height * rng.uniform(0.6, 1.5))
     margin_x = int(height * rng.uniform(0.6, 1.5))
     ink = np.pad(ink, ((margin_y, margin_y), (margin_x, margin_x)))
@@ -282,6 +298,14 @@ def drawing(
     pen = int(rng.integers(2, 7))
     ink = render_text(text, font, rng, height=80, gap=float(rng.uniform(0.15, 0.4)), pen=pen).ink
     width = max(size, int(size * 0.5 * len(text)))
+    return drawing_of_ink(ink, rng, background=background, size=size, width=width)
+
+
+def drawing_of_ink(
+    ink: np.ndarray, rng: np.random.Generator, *, background: str, size: int, width: int
+) -> bytes:
+    """A canvas-like PNG ``size`` tall and ``width`` wide holding ink coverage ``ink``, as
+    :func:`drawing` makes them: placed off-centre, small or large."""
     fill = float(rng.uniform(0.3, 0.9))
     scale = fill * min(size / ink.shape[0], width / ink.shape[1])
     shape = (max(1, round(ink.shape[1] * scale)), max(1, round(ink.shape[0] * scale)))

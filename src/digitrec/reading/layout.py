@@ -1,0 +1,374 @@
+"""Pages of numbers: lines of ink first, then numbers (fields) by the gaps between marks.
+
+:func:`find_layout` is everything the page reader does before the model:
+
+1. the ink (:func:`~digitrec.reading.ink.find_ink`), and the page's slant, the angle whose
+   row profile of the ink is sharpest;
+2. lines: the digit-sized marks grouped by how much they overlap in (deskewed) height,
+   so lines of different heights and a slight slope stay apart, and a mark spanning two
+   lines (digits of one line touching the next) is cut between them; no box ever holds
+   the marks of two lines (a '1' written above a '7');
+3. in each line, minus signs, points and commas told from their shape and place
+   (:mod:`digitrec.reading.marks`), the rest split into digits by the one-line segmenter
+   (:func:`~digitrec.reading.segment.digit_pieces`);
+4. fields: the line's digits and marks, left to right, broken where the gap between two
+   is wide for the line's digit height;
+5. for tables, columns: fields of different lines whose deskewed x-extents overlap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from digitrec.reading import marks
+from digitrec.reading.ink import NO_INK, Box, Ink, checked_grey, find_ink
+from digitrec.reading.marks import LineFrame
+from digitrec.reading.segment import digit_pieces, to_original
+
+# More marks than this is not a page of numbers (a photo of a printed page, a texture).
+_MAX_MARKS = 600
+# Slants tried, in degrees (a page photographed or written slightly askew).
+_SLANTS = np.arange(-8.0, 8.01, 0.25)
+# A mark at least this share of the typical mark height is digit-sized and can found a
+# line; one more than _SPANNING times it may be digits of two lines touching.
+_DIGIT_SIZED = 0.5
+_SPANNING = 1.45
+# Two marks are on one line when their heights overlap by this share of the smaller.
+_SAME_LINE = 0.5
+# A gap wider than this share of the line's digit height starts a new field.
+_FIELD_GAP = 0.75
+# A small mark overlapping other marks in x by more than this share of its width belongs
+# to them (a loose bar of a '5', the dot of a broken stroke), not beside them.
+_ISOLATED = 0.5
+
+
+@dataclass
+class Item:
+    """One thing in a line: a digit's mask and box, or a mark (see :mod:`marks`)."""
+
+    kind: str  # "digit" or one of marks.MINUS, POINT, COMMA, UNKNOWN
+    box: Box  # working scale
+    mask: np.ndarray | None = None  # the digit's mask within its box
+    deskewed: tuple[float, float] = (0.0, 0.0)  # a mark's top and bottom, page levelled
+
+
+@dataclass
+class LineLayout:
+    """One text line: its own ink (for the digits' stroke cores), its items left to right,
+    and its fields as lists of item indices."""
+
+    ink: Ink
+    items: list[Item]
+    fields: list[list[int]]
+    frame: LineFrame
+
+
+@dataclass
+class Layout:
+    """Every line found on a page, top to bottom; ``diagnosis`` says why there is none."""
+
+    lines: list[LineLayout] = field(default_factory=list)
+    scale: float = 1.0
+    slant: float = 0.0  # tangent of the page's slant
+    diagnosis: str | None = None
+
+    def deskewed_x(self, box: Box) -> tuple[float, float]:
+        """The x-extent of a working-scale box, turned back by the page's slant."""
+        x, y, w, h = box
+        shift = (y + h / 2) * self.slant
+        return x + shift, x + w + shift
+
+
+def find_layout(image: np.ndarray) -> Layout:
+    """Lines, fields and items of a page (uint8 greyscale, any size)."""
+    ink = find_ink(checked_grey(image))
+    if ink is None:
+        return Layout(diagnosis=NO_INK)
+    if len(ink.ids) > _MAX_MARKS:
+        return Layout(diagnosis=f"found {len(ink.ids)} separate marks; expected numbers")
+    slant = _slant(ink)
+    marks_of = _Marks(ink, slant)
+    groups = _lines(marks_of)
+    lines = []
+    for members, pixels, frame in groups:
+        line = _line_layout(ink, marks_of, members, pixels, frame, single=len(groups) == 1)
+        if isinstance(line, str):
+            return Layout(diagnosis=line)
+        if line.items:
+            lines.append(line)
+    if not lines:
+        return Layout(diagnosis="no digits found")
+    return Layout(lines, ink.scale, slant)
+
+
+class _Marks:
+    """Every mark's deskewed top and bottom and its box, kept marks first, then small."""
+
+    def __init__(self, ink: Ink, slant: float) -> None:
+        self.ids = np.concatenate([ink.ids, ink.small_ids]).astype(np.int64)
+        self.stats = np.concatenate([ink.stats, ink.small_stats]).astype(np.int64)
+        self.small = np.r_[np.zeros(len(ink.ids), bool), np.ones(len(ink.small_ids), bool)]
+        ys, xs = np.nonzero(ink.labels)
+        labels = ink.labels[ys, xs]
+        deskewed = ys - xs * slant
+        count = int(ink.labels.max()) + 1
+        top = np.full(count, np.inf)
+        bottom = np.full(count, -np.inf)
+        np.minimum.at(top, labels, deskewed)
+        np.maximum.at(bottom, labels, deskewed)
+        self.top = top[self.ids]
+        self.bottom = bottom[self.ids] + 1
+        self.slant = slant
+
+    @property
+    def height(self) -> np.ndarray:
+        return self.bottom - self.top
+
+
+def _slant(ink: Ink) -> float:
+    """The tangent of the slant at which the rows of ink are sharpest (the sum of the
+    squared row counts is largest when the lines are level)."""
+    ys, xs = np.nonzero(np.isin(ink.labels, ink.ids))
+    if len(ys) > 40_000:
+        keep = slice(None, None, len(ys) // 40_000 + 1)
+        ys, xs = ys[keep], xs[keep]
+    best, best_score = 0.0, -1.0
+    for tangent in np.tan(np.deg2rad(_SLANTS)):
+        rows = np.rint(ys - xs * tangent).astype(np.int64)
+        counts = np.bincount(rows - rows.min()).astype(np.float64)
+        score = float(counts @ counts)
+        if score > best_score:
+            best, best_score = float(tangent), score
+    return best
+
+
+def _lines(found: _Marks) -> list[tuple[list[int], dict[int, np.ndarray], LineFrame]]:
+    """Marks grouped into lines, top to bottom: each line's mark indices; for marks cut
+    between lines (digits of two lines touching), the line's share of them as a (top,
+    bottom) deskewed band; and where the line's digits are."""
+    height = found.height
+    kept = ~found.small
+    if not kept.any():
+        return [(list(range(len(height))), {}, LineFrame(0.0, 1.0))]
+    typical = _typical_height(height[kept])
+    digit_sized = kept & (height >= _DIGIT_SIZED * typical) & (height <= _SPANNING * typical)
+    bands: list[_Band] = []
+    for index in sorted(np.flatnonzero(digit_sized), key=lambda i: -height[i]):
+        best = _best_band(bands, float(found.top[index]), float(found.bottom[index]))
+        if best is None:
+            bands.append(_Band(found, [int(index)]))
+        else:
+            best.add(int(index))
+    spanning = [int(i) for i in np.flatnonzero(kept & (height > _SPANNING * typical))]
+    centres = sorted(band.middle for band in bands)
+    pitch = float(np.median(np.diff(centres))) if len(centres) > 1 else 1.2 * typical
+    pitch = float(np.clip(pitch, typical, 2.5 * typical))
+    for index in sorted(spanning, key=lambda i: height[i]):
+        # Lines whose digits all touch the lines above or below found no band of their
+        # own: the mark's height says how many lines it spans.
+        count = 1 + int(round((height[index] - typical) / pitch))
+        edges = np.linspace(found.top[index], found.bottom[index], count + 1)
+        for top, bottom in zip(edges[:-1], edges[1:], strict=True):
+            if _best_band(bands, float(top), float(bottom)) is None:
+                bands.append(_Band(found, [], (float(top), float(bottom))))
+    if not bands:
+        return [(list(range(len(height))), {}, LineFrame(0.0, 1.0))]
+    bands.sort(key=lambda band: band.middle)
+    frames = [band.frame for band in bands]
+    # Between two lines, the cut lies halfway from one's baseline to the next one's top.
+    cuts = [(frames[i].baseline + frames[i + 1].top) / 2 for i in range(len(frames) - 1)]
+    spans: list[dict[int, np.ndarray]] = [{} for _ in bands]
+    for index in np.flatnonzero(~digit_sized):
+        middle = (found.top[index] + found.bottom[index]) / 2
+        crossed = [i for i, cut in enumerate(cuts) if found.top[index] < cut < found.bottom[index]]
+        if height[index] > _SPANNING * typical and crossed:
+            edges = [-np.inf, *cuts, np.inf]
+            for line in range(crossed[0], crossed[-1] + 2):
+                spans[line][int(index)] = np.array([edges[line], edges[line + 1]])
+            continue
+        bands[int(np.searchsorted(cuts, middle))].members.append(int(index))
+    return [(band.members, spans[i], band.frame) for i, band in enumerate(bands)]
+
+
+class _Band:
+    """A line as it is being found: its digit-sized marks, or (for a line found only in
+    marks spanning several lines) a guessed extent."""
+
+    def __init__(self, found: _Marks, members: list[int], extent=None) -> None:
+        self.found = found
+        self.members = members
+        self.extent = extent
+        self.sized = list(members)
+
+    def add(self, index: int) -> None:
+        self.members.append(index)
+        self.sized.append(index)
+
+    @property
+    def frame(self) -> LineFrame:
+        """Top and baseline: the medians of the digit-sized marks' tops and bottoms, so
+        one tall or low digit does not widen the line."""
+        if not self.sized:
+            return LineFrame(*self.extent)
+        return LineFrame(
+            float(np.median(self.found.top[self.sized])),
+            float(np.median(self.found.bottom[self.sized])),
+        )
+
+    @property
+    def middle(self) -> float:
+        frame = self.frame
+        return (frame.top + frame.baseline) / 2
+
+
+def _best_band(bands: list[_Band], top: float, bottom: float) -> _Band | None:
+    """The band a mark from ``top`` to ``bottom`` overlaps most, if by enough."""
+    best, best_share = None, _SAME_LINE
+    for band in bands:
+        frame = band.frame
+        overlap = min(frame.baseline, bottom) - max(frame.top, top)
+        share = overlap / max(1.0, min(frame.height, bottom - top))
+        if share >= best_share:
+            best, best_share = band, share
+    return best
+
+
+def _typical_height(heights: np.ndarray) -> float:
+    """The height most marks share (within 15%): a digit's. Not the median, as on a page
+    whose lines touch many marks are digits of two or three lines joined."""
+    support = [int(np.count_nonzero(np.abs(heights - h) <= 0.15 * h)) for h in heights]
+    best = max(support)
+    shared = [h for h, n in zip(heights, support, strict=True) if n == best]
+    # Among equally common heights (a '-4': one bar, one digit), digits are the tallest.
+    return float(max(shared) if best == 1 else np.median(shared))
+
+
+def _line_layout(
+    ink: Ink,
+    found: _Marks,
+    members: list[int],
+    pieces_of: dict[int, np.ndarray],
+    frame: LineFrame,
+    *,
+    single: bool,
+) -> LineLayout | str:
+    """One line's items and fields; a diagnosis if its marks are too many for digits."""
+    mark_items, digit_marks = [], []
+    for index in members:
+        kind = _mark_kind(found, index, members, frame)
+        if kind is None:
+            if not found.small[index]:
+                digit_marks.append(index)
+            continue
+        x, y, w, h = (int(v) for v in found.stats[index, :4])
+        deskewed = (float(found.top[index]), float(found.bottom[index]))
+        mark_items.append(Item(kind, (x, y, w, h), deskewed=deskewed))
+    line_ink = _line_ink(ink, found, digit_marks, pieces_of, single=single)
+    items = list(mark_items)
+    if line_ink is not None:
+        pieces = digit_pieces(line_ink)
+        if isinstance(pieces, str):
+            return pieces
+        items += [Item("digit", box, mask) for mask, box in pieces]
+    items.sort(key=lambda item: item.box[0] + item.box[2] / 2)
+    return LineLayout(line_ink or ink, items, _fields(items, frame), frame)
+
+
+def _mark_kind(found: _Marks, index: int, members: list[int], frame: LineFrame) -> str | None:
+    """The mark a line member is (see :mod:`marks`), or None when it is part of a digit or
+    a speck to ignore."""
+    x, _, w, h = (int(v) for v in found.stats[index, :4])
+    top, bottom = float(found.top[index]), float(found.bottom[index])
+    if not marks.is_small(top, bottom, w, frame):
+        return None
+    overlap = 0
+    for other in members:
+        if other == index or found.small[other]:
+            continue
+        ox, _, ow, _ = (int(v) for v in found.stats[other, :4])
+        overlap = max(overlap, min(x + w, ox + ow) - max(x, ox))
+    if overlap > _ISOLATED * w:
+        return None
+    kind = marks.classify(top, bottom, w, frame)
+    if kind == marks.UNKNOWN and found.small[index]:
+        # Specks too small to be digits were never read as anything; an unknown one is
+        # noise more often than writing.
+        return None
+    return kind
+
+
+def _line_ink(
+    ink: Ink,
+    found: _Marks,
+    indices: list[int],
+    pieces_of: dict[int, np.ndarray],
+    *,
+    single: bool,
+) -> Ink | None:
+    """The ink of one line's digit marks, labelled afresh; on a one-line page the page's
+    own components (so a single number is segmented exactly as before)."""
+    spanning = [i for i in pieces_of if not found.small[i]]
+    if not indices and not spanning:
+        return None
+    if single and not spanning:
+        keep = np.isin(ink.ids, found.ids[indices])
+        return Ink(ink.labels, ink.stats[keep], ink.ids[keep], ink.scale, ink.stroke, ink.core)
+    mask = np.isin(ink.labels, found.ids[indices])
+    if spanning:
+        rows, columns = np.indices(ink.labels.shape)
+        deskewed = rows - columns * found.slant
+        for index in spanning:
+            low, high = pieces_of[index]
+            mask |= (ink.labels == found.ids[index]) & (deskewed >= low) & (deskewed < high)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        mask.astype(np.uint8), connectivity=8
+    )
+    if count < 2:
+        return None
+    return Ink(labels, stats[1:], np.arange(1, count), ink.scale, ink.stroke, ink.core)
+
+
+def _fields(items: list[Item], frame: LineFrame) -> list[list[int]]:
+    """Item indices grouped into fields where the gap between neighbours is wide."""
+    fields: list[list[int]] = []
+    right = -np.inf
+    for index, item in enumerate(items):
+        x, _, w, _ = item.box
+        if not fields or x - right > _FIELD_GAP * frame.height:
+            fields.append([])
+        fields[-1].append(index)
+        right = max(right, x + w)
+    return fields
+
+
+def columns(layout: Layout) -> list[list[int]]:
+    """For each line, each field's column: fields of different lines share a column when
+    their deskewed x-extents overlap (directly or through other fields)."""
+    extents = []
+    for line_index, line in enumerate(layout.lines):
+        for field_index, members in enumerate(line.fields):
+            boxes = [line.items[i].box for i in members]
+            spans = [layout.deskewed_x(box) for box in boxes]
+            extents.append(
+                (min(s[0] for s in spans), max(s[1] for s in spans), line_index, field_index)
+            )
+    extents.sort()
+    column_of: dict[tuple[int, int], int] = {}
+    column, right = -1, -np.inf
+    for left, end, line_index, field_index in extents:
+        if left > right:
+            column += 1
+        right = max(right, end)
+        column_of[line_index, field_index] = column
+    return [
+        [column_of[line_index, field_index] for field_index in range(len(line.fields))]
+        for line_index, line in enumerate(layout.lines)
+    ]
+
+
+def original_box(layout: Layout, box: Box, shape: tuple[int, ...]) -> Box:
+    """A working-scale box in the original image's pixel coordinates."""
+    return to_original(box, layout.scale, shape)

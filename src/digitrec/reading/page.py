@@ -1,0 +1,144 @@
+"""Reading a page of numbers: the layout (:mod:`digitrec.reading.layout`), the model on
+every digit, and a verdict per number on whether a person should check it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from digitrec.models import Model
+from digitrec.reading import marks
+from digitrec.reading.framing import TILE, tile_from_mask
+from digitrec.reading.ink import crop
+from digitrec.reading.layout import (
+    Item,
+    Layout,
+    LineLayout,
+    columns,
+    find_layout,
+    original_box,
+)
+from digitrec.reading.recognize import DigitReading, Field, Reading, read_image, read_tiles
+
+LAYOUTS = ("auto", "number", "lines", "table")
+# The shortest digit of a number is at least this share of the tallest's height.
+_SAME_HEIGHT = 0.7
+# A digit's box wider than this times its height may hold two digits (a '0' or a '7' with
+# a long bar is rarely so wide).
+_WIDE = 1.2
+# A number whose confidence (the product of its digits') is below this is flagged for
+# review: the confidence at 95% coverage of the tuning photos, numbers and drawings
+# (benchmarks/pages.py --tuning prints the trade-off).
+MIN_CONFIDENCE = 0.85
+
+
+def read_page(
+    model: Model,
+    image: np.ndarray,
+    *,
+    layout: str = "auto",
+    min_confidence: float = MIN_CONFIDENCE,
+) -> Reading:
+    """Read ``image`` (uint8 greyscale) as a page of numbers.
+
+    ``layout`` is ``number`` (every digit as one number, as :func:`read_image`), ``lines``
+    (lines of fields), ``table`` (lines of fields aligned into columns) or ``auto`` (lines;
+    one number reads as one number).
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+    if layout == "number" or image.shape == (TILE, TILE):
+        # A 28x28 image is one MNIST-style digit (a canvas, a dataset tile), framed as is.
+        return read_image(model, image)
+    found = find_layout(image)
+    if found.diagnosis:
+        return Reading(diagnosis=found.diagnosis)
+    lines = [_read_line(model, found, line, image.shape, min_confidence) for line in found.lines]
+    if layout == "table":
+        for line, line_columns in zip(lines, columns(found), strict=True):
+            for f, column in zip(line, line_columns, strict=True):
+                f.column = column
+    digits = [d for line in lines for f in line for d in f.digits]
+    return Reading(digits, None, lines)
+
+
+def _read_line(
+    model: Model, found: Layout, line: LineLayout, shape: tuple[int, ...], min_confidence: float
+) -> list[Field]:
+    """The fields of one line, their digits read by the model."""
+    digit_items = [item for item in line.items if item.kind == "digit"]
+    tiles = (
+        np.stack([tile_from_mask(item.mask, crop(line.ink.core, item.box)) for item in digit_items])
+        if digit_items
+        else np.zeros((0, TILE, TILE), np.uint8)
+    )
+    boxes = [original_box(found, item.box, shape) for item in digit_items]
+    readings = iter(read_tiles(model, tiles, boxes))
+    read = {id(item): next(readings) for item in digit_items}
+    fields = []
+    for members in line.fields:
+        items = [line.items[i] for i in members]
+        digits = [read[id(item)] for item in items if item.kind == "digit"]
+        fields.append(_field(items, digits, found, shape, min_confidence, read))
+    return fields
+
+
+def _field(
+    items: list[Item],
+    digits: list[DigitReading],
+    found: Layout,
+    shape: tuple[int, ...],
+    min_confidence: float,
+    read: dict[int, DigitReading],
+) -> Field:
+    """One number: its text, box, digits, confidence, and what a person should check."""
+    text = "".join(
+        str(read[id(i)].digit) if i.kind == "digit" else _mark_text(i.kind) for i in items
+    )
+    problems = _mark_problems([i.kind for i in items])
+    heights = [d.box[3] for d in digits]
+    if heights and min(heights) < _SAME_HEIGHT * max(heights):
+        # The digits of one number are about as tall as each other; letters are not
+        # ('h' and 'e'), nor a smudge beside a digit.
+        problems.append("marks of different heights, perhaps letters")
+    if any(d.box[2] > _WIDE * d.box[3] for d in digits):
+        # The segmenter cuts marks this wide into digits only where the cut is clean; one
+        # left whole may be two digits joined, or a smudge.
+        problems.append("a digit wider than tall: digit count unsure")
+    confidence = float(np.prod([d.confidence for d in digits])) if digits else 0.0
+    if digits and confidence < min_confidence:
+        doubtful = [str(d.digit) for d in digits if d.confidence < min_confidence]
+        problems.append(
+            f"low confidence {confidence:.2f}"
+            + (f" (doubtful: {', '.join(doubtful)})" if doubtful else "")
+        )
+    x0 = min(i.box[0] for i in items)
+    y0 = min(i.box[1] for i in items)
+    x1 = max(i.box[0] + i.box[2] for i in items)
+    y1 = max(i.box[1] + i.box[3] for i in items)
+    box = original_box(found, (x0, y0, x1 - x0, y1 - y0), shape)
+    diagnosis = "; ".join(problems) or None
+    return Field(text, box, digits, confidence, bool(problems), diagnosis)
+
+
+def _mark_text(kind: str) -> str:
+    return "" if kind == marks.UNKNOWN else kind
+
+
+def _mark_problems(kinds: list[str]) -> list[str]:
+    """What is wrong with where the marks of one number are (empty if nothing)."""
+    problems = []
+    if marks.UNKNOWN in kinds:
+        problems.append(f"{kinds.count(marks.UNKNOWN)} unknown mark(s) that are not digits")
+    if "digit" not in kinds:
+        named = sorted({marks.describe(k) for k in kinds})
+        problems.append(f"a {' and '.join(named)} with no digits")
+        return problems
+    for position, kind in enumerate(kinds):
+        if kind == marks.MINUS and position > 0:
+            problems.append("a minus in the middle of a number")
+        if kind in (marks.POINT, marks.COMMA):
+            before = kinds[:position]
+            after = kinds[position + 1 :]
+            if not before or before[-1] != "digit" or not after or after[0] != "digit":
+                problems.append(f"a {marks.describe(kind)} not between two digits")
+    return problems

@@ -1,0 +1,134 @@
+"""Pages of numbers (issue 16): signs and decimal points, tables as CSV, lines that touch,
+marks that are not digits flagged, text that is not numbers never read as a sure number.
+
+Fixtures are written with a handwriting font by :mod:`digitrec.testing.pages` (the same
+writer the benchmark uses) and read by a kNN model on 10,000 MNIST images.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from conftest import run_digitrec
+from PIL import Image
+
+from digitrec import models
+from digitrec.reading.page import read_page
+from digitrec.testing import pages, synthetic
+
+
+@pytest.fixture(scope="module")
+def model(mnist):
+    return models.train("knn", mnist.subset(10_000, None, seed=0), {"n_neighbors": 3})
+
+
+@pytest.fixture(scope="module")
+def font():
+    return synthetic.handwriting_fonts()[0]
+
+
+def _on_paper(ink: np.ndarray, pad: int = 40) -> np.ndarray:
+    """Ink coverage -> a uint8 greyscale image, dark ink on white with a margin."""
+    return 255 - np.rint(np.pad(ink, pad) * 255).astype(np.uint8)
+
+
+def _number(text: str, font, seed: int = 0) -> np.ndarray:
+    ink, _ = pages.write_field(text, font, np.random.default_rng(seed), 80)
+    return _on_paper(ink)
+
+
+def _table(lines: list[list[str]], font, spacing: str = "close", seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return _on_paper(pages.page_ink(lines, True, font, rng, spacing, 60))
+
+
+def test_a_minus_sign_is_read_as_a_minus_not_a_seven(model, font):
+    reading = read_page(model, _number("-4", font))
+    assert reading.text == "-4"
+    assert len(reading.digits) == 1
+
+
+def test_a_decimal_point_is_kept(model, font):
+    reading = read_page(model, _number("3.5", font))
+    assert reading.text == "3.5"
+    assert [d.digit for d in reading.digits] == [3, 5]
+
+
+def test_a_thousands_comma_is_kept(model, font):
+    assert read_page(model, _number("1,250", font)).text == "1,250"
+
+
+def test_a_two_by_two_table_comes_back_as_csv_rows(model, font, tmp_path):
+    image = _table([["77", "17"], ["11", "71"]], font)
+    path = tmp_path / "table.png"
+    Image.fromarray(image).save(path)
+    model_dir = models.save(model, tmp_path / "model")
+    csv_path = tmp_path / "table.csv"
+    done = run_digitrec("predict", model_dir, path, "--layout", "table", "--csv", csv_path)
+    assert done.returncode == 0, done.stderr
+    assert csv_path.read_text() == "77,17\n11,71\n"
+
+
+def test_a_one_above_a_seven_stays_in_two_boxes(model, font):
+    reading = read_page(model, _table([["1"], ["7"]], font))
+    assert reading.text == "1\n7"
+
+
+def test_lines_whose_digits_touch_are_read_apart(model):
+    bold = synthetic.handwriting_fonts()[1]
+    table = [["38", "50"], ["27", "94"], ["61", "83"]]
+    image = _table(table, bold, spacing="touching", seed=2)
+    # The lines really touch: some mark reaches from one line into the next.
+    count, _, stats, _ = cv2.connectedComponentsWithStats((image < 128).astype(np.uint8))
+    heights = sorted(stats[1:, cv2.CC_STAT_HEIGHT])
+    assert heights[-1] > 1.5 * heights[len(heights) // 2]
+    reading = read_page(model, image, layout="table")
+    assert [[len(f.digits) for f in line] for line in reading.lines] == [[2, 2]] * 3
+    # No digit's box reaches into the next line.
+    digit_heights = [d.box[3] for d in reading.digits]
+    assert max(digit_heights) < 1.3 * float(np.median(digit_heights))
+    assert [f.column for line in reading.lines for f in line] == [0, 1] * 3
+
+
+def test_a_mark_that_is_not_a_digit_is_flagged_and_named(model, font):
+    image = _number("25", font)
+    ys, xs = np.nonzero(image < 128)
+    # A small ring at mid-height after the number: no digit, no minus, no point.
+    centre = (int(xs.max()) + 25, int((ys.min() + ys.max()) / 2))
+    cv2.circle(image, centre, 6, 0, 3)
+    reading = read_page(model, image)
+    fields = [f for line in reading.lines for f in line]
+    assert any(f.needs_review and "unknown mark" in (f.diagnosis or "") for f in fields)
+    assert reading.needs_review
+
+
+def test_handwritten_words_are_never_a_confident_number(model, font):
+    rendering = synthetic.render_text("hello", font, np.random.default_rng(0), height=80)
+    reading = read_page(model, _on_paper(rendering.ink))
+    fields = [f for line in reading.lines for f in line]
+    assert reading.diagnosis is not None or all(f.needs_review for f in fields)
+
+
+def test_a_single_number_reads_as_before(model, font):
+    image = _number("2024", font)
+    page_reading = read_page(model, image)
+    number_reading = read_page(model, image, layout="number")
+    assert page_reading.text == number_reading.text
+    assert len(page_reading.lines) == 1
+
+
+def test_the_json_carries_the_flags_and_the_lines(model, font):
+    reading = read_page(model, _table([["12", "34"], ["56", "78"]], font), layout="table")
+    data = reading.to_json()
+    assert data["text"] == reading.text
+    assert [len(line) for line in data["lines"]] == [2, 2]
+    field = data["lines"][0][0]
+    assert {"text", "box", "confidence", "needs_review", "diagnosis", "column"} <= set(field)
+    assert {"confidence"} <= set(field["digits"][0])
+
+
+def test_generated_pages_are_deterministic():
+    first, again = pages.page(5000), pages.page(5000)
+    assert first.data == again.data and first.lines == again.lines
+    assert not set(pages.TUNING_SEEDS) & set(pages.HELD_OUT_SEEDS)
