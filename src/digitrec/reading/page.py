@@ -58,7 +58,7 @@ def read_page(
             for f, column in zip(line, line_columns, strict=True):
                 f.column = column
     digits = [d for line in lines for f in line for d in f.digits]
-    return Reading(digits, None, lines)
+    return Reading(digits, lines=lines)
 
 
 def _read_line(
