@@ -332,6 +332,23 @@ def predict(
         raise typer.Exit(1)
 
 
+@app.command("export")
+def export_cmd(
+    model: Annotated[Path, typer.Argument(help="Model directory (a cnn or cnn-robust)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
+) -> None:
+    """Write a trained network as an ONNX file for onnxruntime, in a browser or on a phone.
+
+    Input: MNIST-format tiles (n, 1, 28, 28) of values 0..255; output: probabilities."""
+    from .export import check_exportable, export_onnx
+
+    trained = models.load(model)
+    check_exportable(trained, fmt)
+    path = export_onnx(trained, output)
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
 @app.command("show")
 def show(
     model: Annotated[Path | None, typer.Argument(help="Model directory")] = None,
