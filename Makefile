@@ -12,7 +12,7 @@ FONT_PACKAGES := fonts-dkg-handwriting fonts-breip fonts-bwht fonts-humor-sans \
 	fonts-comic-neue fonts-dancingscript fonts-ecolier-court fonts-klee fonts-kristi
 APT_PACKAGES := $(FONT_PACKAGES) chromium
 
-.PHONY: run test install install-dev data system-packages lint bench clean
+.PHONY: run test install install-dev data system-packages lint bench clean on-device-model
 
 run: install data
 	$(BIN)/digitrec train --dataset mnist --keep-existing
@@ -33,7 +33,7 @@ install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[web]'
 
 install-dev: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev,cnn,web,dask,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,cnn,web,dask,bench,export]'
 
 data: install
 	$(BIN)/digitrec data fetch mnist
@@ -46,6 +46,14 @@ system-packages:
 		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+# Rebuilds the on-device model the web app ships (static/ondevice): cnn-robust on full MNIST,
+# exported to ONNX. Deterministic for its seeds and one torch thread; takes 20-40 minutes.
+ON_DEVICE := src/digitrec/web/static/ondevice
+on-device-model: install-dev data
+	$(BIN)/digitrec train cnn-robust --dataset mnist -o build/on-device -p n_threads=1
+	$(BIN)/digitrec export build/on-device --format onnx -o $(ON_DEVICE)/model.onnx \
+		--describe $(ON_DEVICE)/model.json
 
 bench: install-dev data
 	$(BIN)/python benchmarks/knn_mnist.py

@@ -11,7 +11,9 @@ The other kinds cannot be exported, each for the reason in :data:`NOT_EXPORTABLE
 
 from __future__ import annotations
 
+import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +78,10 @@ def onnx_bytes(model: Model) -> bytes:
         raise ParameterError(f"a {model.kind} model holds no network to export")
     network = _tile_network(torch, classifier.network_)
     example = torch.zeros(1, 1, IMAGE_SIDE, IMAGE_SIDE)
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        # torch's exporter warns about its own use of deprecated pytree classes; nothing a
+        # user of `digitrec export` can act on.
+        warnings.simplefilter("ignore", FutureWarning)
         program = torch.onnx.export(
             network,
             (example,),
@@ -95,6 +100,24 @@ def export_onnx(model: Model, path: str | Path) -> Path:
     path = Path(path)
     atomic_write_bytes(path, onnx_bytes(model))
     return path
+
+
+def description(model: Model, onnx_path: str | Path) -> dict:
+    """What a page needs beside an exported file: the kind and classes of the model, its
+    test accuracy, what it was trained on, and the file's size and digest."""
+    data = Path(onnx_path).read_bytes()
+    return {
+        "kind": model.kind,
+        "classes": [int(c) for c in model.classes],
+        "input": INPUT_NAME,
+        "output": OUTPUT_NAME,
+        "mnist_test_accuracy": model.info.get("metrics", {}).get("accuracy"),
+        "dataset": model.info.get("dataset", {}),
+        "params": model.params,
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "digitrec_version": __version__,
+    }
 
 
 def _import_export_tools():

@@ -46,6 +46,7 @@ from ..samples import (
     learns_from_samples,
 )
 from ..search import numba_threads
+from .offline import add_offline_routes
 
 STATIC = Path(__file__).parent / "static"
 # Base64 makes a JSON body 4/3 of the image; the rest is room for the JSON or multipart frame.
@@ -401,6 +402,9 @@ def create_app(
         title="digitrec",
         version=__version__,
         description="Read handwritten digits from drawings and photos; correct the answers.",
+        # /docs comes from the package (web.offline); ReDoc would need a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=max_image_bytes * 4 // 3 + _BODY_OVERHEAD)
@@ -417,6 +421,7 @@ def create_app(
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    add_offline_routes(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/api/health", response_model=Health)
