@@ -55,6 +55,16 @@ def test_exported_cnn_gives_the_python_models_answers(cnn_dir, small_mnist, tmp_
     assert (model.classes[got.argmax(1)] == small_mnist.y_test).mean() > 0.8
 
 
+def test_the_description_names_the_file_it_describes(cnn_dir, tmp_path):
+    out, about = tmp_path / "m.onnx", tmp_path / "m.json"
+    result = run_digitrec("export", cnn_dir, "-o", out, "--describe", about)
+    assert result.returncode == 0, result.stderr
+    described = json.loads(about.read_text())
+    assert described["kind"] == "cnn" and described["classes"] == list(range(10))
+    assert described["bytes"] == out.stat().st_size
+    assert described["mnist_test_accuracy"] == models.load(cnn_dir).info["metrics"]["accuracy"]
+
+
 def test_exported_file_names_its_classes_and_input(cnn_dir, tmp_path):
     path = export.export_onnx(models.load(cnn_dir), tmp_path / "m.onnx")
     proto = onnx.load(str(path))
