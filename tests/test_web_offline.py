@@ -201,6 +201,21 @@ def test_offline_page_fits_a_small_phone(browser, server):
         view.close()
 
 
+def test_several_digits_show_a_strip_and_one_card_at_a_time(app):
+    app.visit_online()
+    app.draw([[(0.25, 0.15), (0.25, 0.85)], [(0.75, 0.15), (0.75, 0.85)]])
+    app.page.wait_for_function("document.getElementById('number').textContent === '11'")
+    page = app.page
+    assert page.locator(".strip .chip").count() == 2
+    assert page.locator(".digit:not([hidden])").count() == 1
+    page.locator(".strip .chip").nth(1).click()
+    assert page.locator(".digit").nth(1).is_visible()
+    assert not page.locator(".digit").nth(0).is_visible()
+    assert page.locator(".strip .chip").nth(1).get_attribute("aria-pressed") == "true"
+    assert app.no_horizontal_overflow()
+    assert app.errors == []
+
+
 # --- /docs without a network -----------------------------------------------------------------
 
 

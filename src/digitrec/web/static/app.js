@@ -316,9 +316,46 @@ function showReading(reading, kind, source) {
   by.hidden = false;
   // On a phone the result section is below the pad: repeat the answer beside the buttons.
   $("pad-answer").textContent = kind === "drawing" ? `Reads: ${reading.text}` : "";
-  $("digits").replaceChildren(
-    ...reading.digits.map((digit, i) => digitCard(digit, i, count, source)),
-  );
+  const cards = reading.digits.map((digit, i) => digitCard(digit, i, count, source));
+  if (count === 1) {
+    $("digits").replaceChildren(...cards);
+    return;
+  }
+  $("digits").replaceChildren(digitStrip(reading.digits, cards), ...cards);
+}
+
+// Below this probability a digit is marked as doubtful in the strip.
+const DOUBTFUL = 0.9;
+
+// Several digits: a compact strip of them, the doubtful ones marked, and one card open at a
+// time (the first doubtful one, else the first), so a long number stays short on a phone.
+function digitStrip(digits, cards) {
+  const strip = el("div", { class: "strip", role: "group", "aria-label": "Digits read" });
+  const doubtful = digits.findIndex((d) => d.probability < DOUBTFUL);
+  const chips = digits.map((digit, i) => {
+    const unsure = digit.probability < DOUBTFUL;
+    const chip = el(
+      "button",
+      {
+        type: "button",
+        class: unsure ? "chip doubtful" : "chip",
+        title: `Digit ${i + 1}: ${digit.digit} (${percent(digit.probability)})`,
+      },
+      el("span", { class: "chip-digit", text: String(digit.digit) }),
+      el("span", { class: "chip-pct", text: percent(digit.probability) }),
+    );
+    chip.addEventListener("click", () => open(i));
+    return chip;
+  });
+  function open(index) {
+    cards.forEach((card, i) => (card.hidden = i !== index));
+    chips.forEach((chip, i) => chip.setAttribute("aria-pressed", String(i === index)));
+  }
+  open(Math.max(0, doubtful));
+  strip.append(...chips);
+  const note =
+    doubtful < 0 ? "Tap a digit to see it." : "Tap a digit to see it; doubtful ones are marked.";
+  return el("div", {}, strip, el("p", { class: "muted", text: note }));
 }
 
 function digitCard(digit, index, count, source) {
