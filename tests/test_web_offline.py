@@ -131,7 +131,7 @@ def test_manifest_icons_and_service_worker_meet_the_install_criteria(app, server
         "caches.open(" + json.dumps(offline.cache_name()) + ")"
         ".then(c => c.keys()).then(keys => keys.map(r => new URL(r.url).pathname))"
     )
-    for path in ("/", "/static/app.js", "/model.onnx", "/docs", "/openapi.json"):
+    for path in ("/", "/static/app.js", "/static/ondevice.js", "/model.onnx", "/model.json"):
         assert path in cached
     assert any(p.endswith(".wasm") for p in cached)
     assert app.errors == []

@@ -1,5 +1,5 @@
-// digitrec's service worker: keeps the page, its assets, the on-device model and /docs, so that
-// after one visit the page opens and reads drawings with no network. The API is never cached:
+// digitrec's service worker: keeps the page, its assets and the on-device model, so that after
+// one visit the page opens and reads drawings with no network (and /docs, once opened). The API is never cached:
 // answers come live from the server, or from the on-device model in the page.
 "use strict";
 
@@ -14,8 +14,6 @@ const PAGE = [
   "/manifest.webmanifest",
   "/static/icon-192.png",
   "/static/icon-512.png",
-  "/docs",
-  "/openapi.json",
 ];
 // Named for the release and model (the cache is), so they can be served from the cache first.
 const FIXED = [
@@ -27,6 +25,9 @@ const FIXED = [
   `${SWAGGER}/swagger-ui-bundle.js`,
   `${SWAGGER}/swagger-ui.css`,
 ];
+// Kept on install: what the page needs to read drawings offline. /docs and Swagger UI (1.9 MB)
+// are kept once visited, not downloaded to every phone in advance.
+const INSTALL = [...PAGE, ...FIXED.filter((path) => !path.startsWith(SWAGGER))];
 // How long the page waits for a server that neither answers nor fails before the cached copy.
 const NETWORK_WAIT_MS = 3000;
 
@@ -34,7 +35,7 @@ self.addEventListener("install", (event) => {
   event.waitUntil(
     caches
       .open(CACHE)
-      .then((cache) => cache.addAll([...PAGE, ...FIXED]))
+      .then((cache) => cache.addAll(INSTALL))
       .then(() => self.skipWaiting()),
   );
 });
