@@ -18,7 +18,7 @@ PIP_INSTALL := $(BIN)/python -m pip install --quiet -c $(CONSTRAINTS)
 # How long to wait for another program's apt/dpkg lock before giving up (seconds).
 APT_LOCK_TIMEOUT ?= 600
 
-.PHONY: run test test-fast install install-dev lock data system-packages lint bench clean
+.PHONY: run test test-fast install install-dev lock data system-packages lint bench clean on-device-model
 
 run: install data
 	$(BIN)/digitrec train --dataset mnist --keep-existing
@@ -72,6 +72,14 @@ data: install
 # waiting up to APT_LOCK_TIMEOUT seconds for another program's apt/dpkg lock.
 system-packages:
 	@APT_LOCK_TIMEOUT=$(APT_LOCK_TIMEOUT) .ci/system-packages $(APT_PACKAGES)
+
+# Rebuilds the on-device model the web app ships (static/ondevice): cnn-robust on full MNIST,
+# exported to ONNX. Deterministic for its seeds and one torch thread; takes 20-40 minutes.
+ON_DEVICE := src/digitrec/apps/web/static/ondevice
+on-device-model: install-dev data
+	$(BIN)/digitrec train cnn-robust --dataset mnist -o build/on-device -p n_threads=1
+	$(BIN)/digitrec export build/on-device --format onnx -o $(ON_DEVICE)/model.onnx \
+		--describe $(ON_DEVICE)/model.json
 
 bench: install-dev data
 	$(BIN)/python benchmarks/knn_mnist.py

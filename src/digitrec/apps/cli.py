@@ -536,6 +536,32 @@ def _write_csv(path: Path, rows: list[list[str]]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+@app.command("export")
+def export_cmd(
+    model: Annotated[Path, typer.Argument(help="Model directory (a cnn or cnn-robust)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
+    describe: Annotated[
+        Path | None,
+        typer.Option(help="Also write a JSON description (kind, classes, accuracy, sha256)"),
+    ] = None,
+) -> None:
+    """Write a trained network as an ONNX file for onnxruntime, in a browser or on a phone.
+
+    Input: MNIST-format tiles (n, 1, 28, 28) of values 0..255; output: probabilities."""
+    from digitrec import models
+    from digitrec.nets.export import check_exportable, description, export_onnx
+    from digitrec.persistence.atomic import atomic_write_text
+
+    trained = models.load(model)
+    check_exportable(trained, fmt)
+    path = export_onnx(trained, output)
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    if describe is not None:
+        atomic_write_text(describe, json.dumps(description(trained, path), indent=2) + "\n")
+        typer.echo(f"wrote {describe}")
+
+
 @app.command("show")
 def show(
     model: Annotated[Path | None, typer.Argument(help="Model directory")] = None,

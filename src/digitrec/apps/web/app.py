@@ -46,6 +46,7 @@ from digitrec.apps.web.access import (
     remember_identity,
 )
 from digitrec.apps.web.guards import RequestGuard, WorkPool, answer_json_errors
+from digitrec.apps.web.offline import add_offline_routes
 from digitrec.data.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -643,6 +644,9 @@ def create_app(
         title="digitrec",
         version=__version__,
         description="Read handwritten digits from drawings and photos; correct the answers.",
+        # /docs comes from the package (web.offline); ReDoc would need a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = Service(
         model,
@@ -659,6 +663,7 @@ def create_app(
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DigitrecError, _digitrec_error)
+    add_offline_routes(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for router in (pages, api, samples):
         app.include_router(router)

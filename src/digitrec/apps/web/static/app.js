@@ -13,6 +13,7 @@ const state = {
   sequence: 0,
   last: null,           // {kind: "drawing" | "photo", body} to repeat after a correction
   learns: true,
+  serverModel: null,    // the server's model kind, once it has answered
 };
 
 // --- small helpers -------------------------------------------------------------------------
@@ -54,11 +55,22 @@ const writeToken = (() => {
   return localStorage.getItem("digitrec-token");
 })();
 
+// The server could not be asked at all (no network, or it is not running), as opposed to a
+// server that answered with an error.
+class Unreachable extends Error {}
+
 async function api(path, options = {}) {
+  if (navigator.onLine === false) throw new Unreachable("no network");
   if (writeToken) {
     options.headers = { ...(options.headers || {}), Authorization: `Bearer ${writeToken}` };
   }
-  const response = await fetch(path, options);
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (error) {
+    if (error.name === "AbortError") throw error;
+    throw new Unreachable("the server is not reachable");
+  }
   let body = null;
   try {
     body = await response.json();
@@ -265,21 +277,45 @@ async function predict(request) {
   try {
     const reading = await api("/api/predict", options);
     if (sequence !== state.sequence) return; // a newer request has been sent meanwhile
-    showReading(reading, request.kind);
+    showReading(reading, request.kind, { device: false, model: state.serverModel });
   } catch (error) {
     if (error.name === "AbortError" || sequence !== state.sequence) return;
-    showEmpty(`Could not read it: ${error.message}`, true);
+    if (!(error instanceof Unreachable)) {
+      showEmpty(`Could not read it: ${error.message}`, true);
+    } else if (request.kind === "drawing") {
+      await readOnDevice(sequence);
+    } else {
+      showEmpty(
+        "Photos need the server, which cannot be reached now. Drawings are read on this device.",
+        true,
+      );
+    }
+  }
+}
+
+// The drawing read by the on-device model (the server could not be reached).
+async function readOnDevice(sequence) {
+  setStatus("Reading on this device…");
+  try {
+    const reading = await DigitrecOnDevice.readCanvas(shrunkPad());
+    if (sequence !== state.sequence) return;
+    for (const digit of reading.digits) digit.tile = DigitrecOnDevice.tileDataURL(digit.tile);
+    showReading(reading, "drawing", { device: true, model: DigitrecOnDevice.about().kind });
+  } catch (error) {
+    if (sequence !== state.sequence) return;
+    showEmpty(`The server cannot be reached, and the on-device model failed: ${error.message}`, true);
   }
 }
 
 function showEmpty(message, isError = false) {
   setStatus(message, isError);
   $("number").hidden = true;
+  $("answered-by").hidden = true;
   $("pad-answer").textContent = "";
   $("digits").replaceChildren();
 }
 
-function showReading(reading, kind) {
+function showReading(reading, kind, source) {
   if (kind === "photo") drawBoxes(reading);
   if (!reading.digits.length) {
     showEmpty(`Nothing read: ${reading.diagnosis || "no digits found"}.`);
@@ -290,12 +326,57 @@ function showReading(reading, kind) {
   const number = $("number");
   number.textContent = reading.text;
   number.hidden = false;
+  const by = $("answered-by");
+  by.dataset.source = source.device ? "device" : "server";
+  by.textContent = source.device
+    ? `Read on this device by ${source.model}: the server cannot be reached.`
+    : `Read by the server${source.model ? ` (${source.model})` : ""}.`;
+  by.hidden = false;
   // On a phone the result section is below the pad: repeat the answer beside the buttons.
   $("pad-answer").textContent = kind === "drawing" ? `Reads: ${reading.text}` : "";
-  $("digits").replaceChildren(...reading.digits.map((digit, i) => digitCard(digit, i, count)));
+  const cards = reading.digits.map((digit, i) => digitCard(digit, i, count, source));
+  if (count === 1) {
+    $("digits").replaceChildren(...cards);
+    return;
+  }
+  $("digits").replaceChildren(digitStrip(reading.digits, cards), ...cards);
 }
 
-function digitCard(digit, index, count) {
+// Below this probability a digit is marked as doubtful in the strip.
+const DOUBTFUL = 0.9;
+
+// Several digits: a compact strip of them, the doubtful ones marked, and one card open at a
+// time (the first doubtful one, else the first), so a long number stays short on a phone.
+function digitStrip(digits, cards) {
+  const strip = el("div", { class: "strip", role: "group", "aria-label": "Digits read" });
+  const doubtful = digits.findIndex((d) => d.probability < DOUBTFUL);
+  const chips = digits.map((digit, i) => {
+    const unsure = digit.probability < DOUBTFUL;
+    const chip = el(
+      "button",
+      {
+        type: "button",
+        class: unsure ? "chip doubtful" : "chip",
+        title: `Digit ${i + 1}: ${digit.digit} (${percent(digit.probability)})`,
+      },
+      el("span", { class: "chip-digit", text: String(digit.digit) }),
+      el("span", { class: "chip-pct", text: percent(digit.probability) }),
+    );
+    chip.addEventListener("click", () => open(i));
+    return chip;
+  });
+  function open(index) {
+    cards.forEach((card, i) => (card.hidden = i !== index));
+    chips.forEach((chip, i) => chip.setAttribute("aria-pressed", String(i === index)));
+  }
+  open(Math.max(0, doubtful));
+  strip.append(...chips);
+  const note =
+    doubtful < 0 ? "Tap a digit to see it." : "Tap a digit to see it; doubtful ones are marked.";
+  return el("div", {}, strip, el("p", { class: "muted", text: note }));
+}
+
+function digitCard(digit, index, count, source) {
   const name = count === 1 ? "The digit" : `Digit ${index + 1}`;
   const card = el("article", { class: "digit", "data-digit": String(digit.digit) });
   card.append(el("h3", { text: `${name}: ${digit.digit} (${percent(digit.probability)})` }));
@@ -350,7 +431,11 @@ function digitCard(digit, index, count) {
     );
   }
 
-  card.append(correctionForm(digit, index));
+  card.append(
+    source.device
+      ? el("p", { class: "muted", text: "Corrections need the server." })
+      : correctionForm(digit, index),
+  );
   return card;
 }
 
@@ -403,7 +488,10 @@ async function loadSamples() {
       : "Digits you corrected. This kind of model does not use them; a kNN model would.";
     $("samples-note").textContent = samples.length ? note : `${note} None yet.`;
   } catch (error) {
-    $("samples-note").textContent = `Could not load the samples: ${error.message}`;
+    $("samples-note").textContent =
+      error instanceof Unreachable
+        ? "Your samples are kept by the server, which cannot be reached now."
+        : `Could not load the samples: ${error.message}`;
   }
 }
 
@@ -445,14 +533,38 @@ function sampleItem(sample) {
 async function loadModel() {
   try {
     const info = await api("/api/model");
+    state.serverModel = info.kind;
     state.learns = info.learns_from_samples;
     const accuracy =
       info.accuracy === null ? "" : `, test accuracy ${(info.accuracy * 100).toFixed(1)}%`;
     const size = info.training_size === null ? "" : ` on ${info.training_size} images`;
     $("model-info").textContent = `Model: ${info.kind}${size}${accuracy}.`;
   } catch (error) {
-    $("model-info").textContent = `Could not reach the server: ${error.message}`;
+    if (!(error instanceof Unreachable)) {
+      $("model-info").textContent = `Could not reach the server: ${error.message}`;
+      return;
+    }
+    $("model-info").textContent =
+      "The server cannot be reached: drawings are read on this device; photos and corrections need the server.";
+    try {
+      await DigitrecOnDevice.load(); // now, so the first drawing does not wait for it
+      const about = DigitrecOnDevice.about();
+      const accuracy = `MNIST test accuracy ${(about.mnist_test_accuracy * 100).toFixed(1)}%`;
+      $("model-info").textContent =
+        `The server cannot be reached. On this device: ${about.kind}, ${accuracy}. ` +
+        "Photos and corrections need the server.";
+    } catch (loadError) {
+      $("model-info").textContent =
+        `The server cannot be reached, and the on-device model did not load: ${loadError.message}`;
+    }
   }
+}
+
+// The service worker keeps the page and the on-device model for visits with no network.
+if ("serviceWorker" in navigator) {
+  navigator.serviceWorker.register("/sw.js").catch((error) => {
+    console.warn(`no offline copy: ${error.message}`);
+  });
 }
 
 paint();
