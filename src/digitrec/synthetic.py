@@ -179,18 +179,6 @@ def photo(
     0.6 deep; random if None), a slight rotation and perspective, blur, noise and JPEG
     compression.
     """
-    rgb = _photo_rgb(text, rng, font=font, shadow=shadow, gap=gap)
-    return _encode(rgb, "JPEG", quality=quality or int(rng.integers(60, 92)))
-
-
-def _photo_rgb(
-    text: str,
-    rng: np.random.Generator,
-    *,
-    font: Path | None,
-    shadow: float | None,
-    gap: float | None,
-) -> np.ndarray:
     font = font or _pick_font(rng)
     height = int(rng.integers(48, 110))
     if text:
@@ -198,6 +186,30 @@ def _photo_rgb(
         ink = render_text(text, font, rng, height=height, gap=gap).ink
     else:
         ink = np.zeros((height * 2, height * 3), np.float32)
+    return photo_of_ink(ink, rng, height=height, shadow=shadow, quality=quality)
+
+
+def photo_of_ink(
+    ink: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    height: int,
+    shadow: float | None = None,
+    quality: int | None = None,
+) -> bytes:
+    """A phone-photo-like JPEG of ink coverage ``ink`` (1.0 full ink) written on paper.
+
+    ``height`` is the writing's line height in pixels: the margins around the ink scale
+    with it. The paper, pen colour, light, shadow, warp, blur, noise and JPEG quality are
+    drawn from ``rng`` as in :func:`photo`, which renders a font's glyphs and calls this.
+    """
+    rgb = _paper_rgb(ink, rng, height=height, shadow=shadow)
+    return _encode(rgb, "JPEG", quality=quality or int(rng.integers(60, 92)))
+
+
+def _paper_rgb(
+    ink: np.ndarray, rng: np.random.Generator, *, height: int, shadow: float | None
+) -> np.ndarray:
     margin_y = int(height * rng.uniform(0.6, 1.5))
     margin_x = int(height * rng.uniform(0.6, 1.5))
     ink = np.pad(ink, ((margin_y, margin_y), (margin_x, margin_x)))
