@@ -190,15 +190,15 @@ def lay_out_number(
 ) -> list[np.ndarray]:
     """One writer's digits side by side on a line, as the strokes of one drawing.
 
-    Each digit keeps the writer's own size times a random factor (0.75-1.3), sits on the
-    baseline with a little jitter, and follows the previous one after a gap of -0.05 to
-    0.55 line heights (``touching``: -0.04 to 0.0, so strokes meet or nearly meet). The line
-    is then turned by ``slant`` degrees (random: within 3 degrees, or up to ``MAX_SLANT``
-    one time in three); positive slant climbs to the right.
+    Each digit is scaled to the writer's median digit height times a factor of 0.85-1.15
+    (one time in eight 0.6-0.75 or 1.3-1.5: a digit much smaller or larger than its
+    neighbours), sits on the baseline with a little jitter, and follows the previous one
+    after a gap of 0.1-0.5 line heights, or of -0.04 to 0.0 where the two touch (strokes
+    meet or nearly meet): every pair with ``touching``, none without, one pair in five if
+    None. The line is then turned by ``slant`` degrees (random: within 3 degrees,
+    or up to ``MAX_SLANT`` one time in three); positive slant climbs to the right.
     """
     line_height = float(np.median([_height(s) for s in samples]))
-    if touching is None:
-        touching = bool(rng.random() < 0.3)
     if slant is None:
         wide = rng.random() < 1 / 3
         slant = float(rng.uniform(-MAX_SLANT, MAX_SLANT) if wide else rng.uniform(-3, 3))
@@ -207,8 +207,13 @@ def lay_out_number(
     for index, strokes in enumerate(samples):
         joined = np.concatenate(strokes)
         low, high = joined.min(axis=0), joined.max(axis=0)
-        size = float(rng.uniform(0.75, 1.3))
-        gap = rng.uniform(-0.04, 0.0) if touching else rng.uniform(-0.05, 0.55)
+        if rng.random() < 1 / 8:
+            size = float(rng.choice([rng.uniform(0.6, 0.75), rng.uniform(1.3, 1.5)]))
+        else:
+            size = float(rng.uniform(0.85, 1.15))
+        size *= line_height / _height(strokes)
+        touches = rng.random() < 0.2 if touching is None else touching
+        gap = rng.uniform(-0.04, 0.0) if touches else rng.uniform(0.1, 0.5)
         if index > 0:
             cursor += float(gap) * line_height
         baseline = float(rng.uniform(-0.06, 0.06)) * line_height
