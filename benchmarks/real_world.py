@@ -87,7 +87,8 @@ TUNED_ON = {
     "mnist": "model kinds and their parameters (validation split of MNIST's training images)",
     "fonts": "segmentation, MNIST framing and stroke normalisation (seeds 7000-9000)",
     "uci": "nothing",
-    "unipen": "nothing yet; UNIPEN choices use the tuning writers only",
+    "unipen": "turning slanted lines level, cutting marks too wide for one digit (tuning "
+    "writers only)",
 }
 UNIPEN_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "unipen-1a-dev.npz"
 DRAWING_BACKGROUNDS = ("white", "transparent", "black", "transparent-light")
