@@ -23,7 +23,7 @@ Three renderings, each deterministic for a seed and an item index:
 
 Writers, not samples, are split into a tuning part and a held-out part
 (:func:`is_held_out_writer`): a writer is held out when the first 32 bits of the SHA-256 of
-its id, as a big-endian integer, are divisible by 3 (9 of the 30 writers, 2,828 digits).
+its id, as a big-endian integer, are divisible by 3 (10 of the 30 writers, 2,828 digits).
 """
 
 from __future__ import annotations
