@@ -20,6 +20,7 @@ from digitrec.errors import ImageError
 from digitrec.models import Model
 from digitrec.neighbors.protocol import Neighbor
 from digitrec.reading.framing import TILE, to_mnist_tile
+from digitrec.reading.line_direction import MIN_ANGLE, level, line_angle
 from digitrec.reading.segment import Segmentation, segment
 
 MARGIN = 4
@@ -175,10 +176,23 @@ def find_digits(image: np.ndarray) -> Segmentation:
         except ImageError as exc:  # a blank tile: a diagnosis, like any other image
             return Segmentation(np.zeros((0, TILE, TILE), np.uint8), [], str(exc))
         return Segmentation(tile[None], [(0, 0, TILE, TILE)], None)
-    found = segment(image)
+    found = _level_line(image, segment(image))
     if found.diagnosis is None and len(found.tiles) == 0:
         return Segmentation(found.tiles, [], "no digits found")
     return found
+
+
+def _level_line(image: np.ndarray, found: Segmentation) -> Segmentation:
+    """The digits found again in the image turned level when they lie on a slanted line
+    (see :mod:`digitrec.reading.line_direction`), with boxes in the original image."""
+    angle = line_angle(found.boxes) if found.diagnosis is None else None
+    if angle is None or abs(angle) < MIN_ANGLE:
+        return found
+    turned, back = level(image, angle)
+    again = segment(turned)
+    if again.diagnosis is not None or len(again.tiles) == 0:
+        return found
+    return Segmentation(again.tiles, [back(box) for box in again.boxes], None)
 
 
 def read_images(

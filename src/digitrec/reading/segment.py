@@ -26,6 +26,8 @@ from digitrec.reading.ink import (
 _MAX_DIGITS = 64
 # A mark wider than _WIDE times its height may be touching digits.
 _WIDE = 1.1
+# A mark wider than _SURELY_SEVERAL times its height is several digits, however it is cut.
+_SURELY_SEVERAL = 1.8
 # A mark at most _PIECE times as tall as another whose box reaches into the other's by at
 # least _PIECE_INSIDE of its own area is a loose piece of that digit (a '7''s bar).
 _PIECE = 0.75
@@ -200,7 +202,9 @@ def _split_touching(
     # A slanted or round single digit can be wide too (an italic '0', a '7' with a bar);
     # split only where every cut crosses the ink once, as where two digits touch. A cut
     # through a round digit meets it twice, above and below.
-    if max((_runs(mask[:, c]) for c in cuts[1:-1]), default=0) > 1:
+    # Beyond _SURELY_SEVERAL heights no single digit is that wide: cut along seams anyway.
+    crossed = max((_runs(mask[:, c]) for c in cuts[1:-1]), default=0) > 1
+    if crossed and w <= _SURELY_SEVERAL * h:
         return [(mask, box)]
     pieces = _cut(mask, box, [np.full(h, c) for c in cuts], ink.stroke)
     if pieces is None:
