@@ -174,3 +174,12 @@ def browser():
         )
         yield chromium
         chromium.close()
+
+
+def sign_model(directory: Path) -> None:
+    """Sign a model directory's edited model.json again, as a save would: the edit then
+    reaches the manifest checks instead of stopping at the signature."""
+    import hashlib
+
+    digest = hashlib.sha256((directory / "model.json").read_bytes()).hexdigest()
+    (directory / "model.sha256").write_text(digest + "\n")

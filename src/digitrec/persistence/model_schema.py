@@ -106,6 +106,8 @@ _IDM = {
     "classes": ArraySpec(INT_OR_LABEL, ("c",)),
     "pca_mean": ArraySpec("f", ("d",), required=False),
     "pca_components": ArraySpec("f", ("k", "d"), required=False),
+    # The first stage's search vectors: PCA projections, or pixels without PCA.
+    "stage1_refs": ArraySpec("f", ("n", "k|d"), required=False),
 }
 _HYBRID = {
     **_IDM,
@@ -200,6 +202,8 @@ def _bind(name: str, spec: ArraySpec, entry: dict, sizes: dict[str, int], where:
             expected = sizes.get("c", size + 1) - 1
         elif symbol == "m|s":  # the scattering components kept, or all of them
             expected = sizes.get("m", sizes.get("s", size))
+        elif symbol == "k|d":  # the principal components kept, or every pixel
+            expected = sizes.get("k", sizes.get("d", size))
         else:
             expected = sizes.setdefault(symbol, size)
             cap = CAPS.get(symbol)
