@@ -96,6 +96,7 @@ class DigitOut(BaseModel):
     probability: float
     probabilities: list[float] = Field(description="one per digit 0-9")
     box: list[int] = Field(description="x, y, width, height in the image")
+    confidence: float = Field(description="the model's probability of its answer")
     tile: str = Field(description="data: URL of the 28x28 PNG tile the model saw")
     neighbors: list[NeighborOut] = Field(description="kNN models: the nearest references")
 
@@ -103,6 +104,26 @@ class DigitOut(BaseModel):
 class ImageSize(BaseModel):
     width: int
     height: int
+
+
+class FieldDigitOut(BaseModel):
+    digit: int
+    probability: float
+    probabilities: list[float]
+    box: list[int]
+    confidence: float
+
+
+class FieldOut(BaseModel):
+    """One number of a page read by layout."""
+
+    text: str
+    box: list[int]
+    confidence: float = Field(description="the product of its digits' confidences")
+    needs_review: bool
+    diagnosis: str | None = Field(description="why a person should check it")
+    column: int | None
+    digits: list[FieldDigitOut]
 
 
 class PredictionOut(BaseModel):
@@ -113,6 +134,8 @@ class PredictionOut(BaseModel):
     probability: float | None
     digits: list[DigitOut]
     diagnosis: str | None
+    needs_review: bool
+    lines: list[list[FieldOut]] = Field(description="a page's lines of numbers, when read so")
     image: ImageSize
 
 
