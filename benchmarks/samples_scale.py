@@ -15,41 +15,21 @@ Without --model it uses the default model (``digitrec train`` makes it).
 from __future__ import annotations
 
 import argparse
-import base64
-import io
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from fastapi.testclient import TestClient
-from PIL import Image
+from serve_load import canvas_payloads  # benchmarks/ is on the path when run as a script
 from tqdm import tqdm
 
 from digitrec import config, models
 from digitrec.apps.web.app import create_app
 from digitrec.data import datasets
 from digitrec.persistence.sample_db import SampleStore, database_path
-from digitrec.testing import synthetic
 
 USER = {"X-Digitrec-User": "bench"}
-
-
-def canvas_payloads(count: int) -> list[dict]:
-    """Single digits drawn as the page sends them: black on white, 280x140 PNG data URLs."""
-    rng = np.random.default_rng(0)
-    out = []
-    for i in range(count):
-        drawing = np.asarray(Image.open(io.BytesIO(synthetic.drawing(str(i % 10), rng, size=140))))
-        page = np.full((140, 280), 255, np.uint8)
-        left = int(rng.integers(0, 280 - drawing.shape[1] + 1))
-        page[:, left : left + drawing.shape[1]] = drawing
-        buffer = io.BytesIO()
-        Image.fromarray(page).save(buffer, "PNG")
-        out.append(
-            {"image": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()}
-        )
-    return out
 
 
 def main() -> None:
@@ -62,7 +42,8 @@ def main() -> None:
     mnist = datasets.load("mnist")
     tiles = mnist.X_test[: args.samples]
     labels = [int(y) for y in mnist.y_test[: args.samples]]
-    payloads = canvas_payloads(args.requests)
+    # The same drawings serve_load.py sends, as JSON bodies.
+    payloads = [p["json"] for p in canvas_payloads(args.requests)]
     with tempfile.TemporaryDirectory() as empty, tempfile.TemporaryDirectory() as full:
         SampleStore(database_path(Path(full))).add_many(
             list(tiles), labels, USER["X-Digitrec-User"]

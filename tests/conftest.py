@@ -176,6 +176,15 @@ def browser():
         chromium.close()
 
 
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    """Where browser tests save their screenshots: $DIGITREC_SCREENSHOTS, or a temp dir."""
+    chosen = os.environ.get("DIGITREC_SCREENSHOTS")
+    directory = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
 def sign_model(directory: Path) -> None:
     """Sign a model directory's edited model.json again, as a save would: the edit then
     reaches the manifest checks instead of stopping at the signature."""

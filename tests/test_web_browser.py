@@ -7,9 +7,7 @@ Screenshots go to ``$DIGITREC_SCREENSHOTS`` if set, else to a pytest temporary d
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -32,14 +30,6 @@ def server(mnist, tmp_path_factory) -> Iterator[str]:
     model_dir = models.save(model, root / "model")
     with serving(model_dir, root / "home") as (url, _):
         yield url
-
-
-@pytest.fixture(scope="module")
-def screenshots(tmp_path_factory) -> Path:
-    chosen = os.environ.get("DIGITREC_SCREENSHOTS")
-    directory = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
 
 
 class Page:

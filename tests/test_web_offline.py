@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,14 +41,6 @@ def model_dir(mnist, tmp_path_factory) -> Path:
 def server(model_dir, tmp_path_factory) -> Iterator[str]:
     with serving(model_dir, tmp_path_factory.mktemp("home")) as (url, _):
         yield url
-
-
-@pytest.fixture(scope="module")
-def screenshots(tmp_path_factory) -> Path:
-    chosen = os.environ.get("DIGITREC_SCREENSHOTS")
-    directory = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
 
 
 class App:
