@@ -25,6 +25,10 @@ _WORK_MIN = 160
 _PEN = 12.0
 _PEN_FROM = 800
 _PROBE_SIZE = 400
+# Marks whose median height is under this share of the probe's longer side are small
+# writing on a big page, which the probe may blur into blots (see _pen_factor). The digits
+# of a photographed number are 13-26% of it; those of the generated tables 2-20%.
+_SMALL_MARKS = 0.12
 # Ink must be at least this much darker than its local background (a fraction of it).
 _MIN_CONTRAST = 0.15
 # Contrast is measured against at least this share of the brightest background: paper in
@@ -76,7 +80,8 @@ def find_ink(image: np.ndarray) -> Ink | None:
     look = _first_look(work)
     if look is None:
         return None
-    smooth, stroke = look
+    smooth, first_mask = look
+    stroke = stroke_width(first_mask)
     # A background window a few strokes wide fills every stroke yet follows shadows and
     # light closely; one a quarter of the image wide is the guess before we know the pen.
     window = _odd(int(np.clip(5 * stroke, 7, max(work.shape) // 4)))
@@ -87,14 +92,14 @@ def find_ink(image: np.ndarray) -> Ink | None:
     return _components(mask, contrast, scale, stroke_width(mask))
 
 
-def _first_look(work: np.ndarray) -> tuple[np.ndarray, float] | None:
-    """The smoothed image and a first estimate of its pen width in pixels, from a
-    threshold against a background window a quarter of the image wide; None without ink."""
+def _first_look(work: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The smoothed image and a first ink mask, from a threshold against a background
+    window a quarter of the image wide; None without ink."""
     smooth = cv2.GaussianBlur(work.astype(np.float32), (0, 0), 1.0)
     first = _threshold(smooth, _odd(max(work.shape) // 4))
     if first is None:
         return None
-    return smooth, stroke_width(first[0])
+    return smooth, first[0]
 
 
 def _working_copy(image: np.ndarray) -> tuple[np.ndarray, float]:
@@ -136,17 +141,27 @@ def _pen_factor(image: np.ndarray, probe: np.ndarray, longer: int) -> float:
     look = _first_look(probe)
     if look is None:
         return 1.0
-    stroke = look[1] * longer / max(probe.shape)
-    if _PEN / stroke < 0.8 and longer > 2 * _PROBE_SIZE:
+    mask = look[1]
+    stroke = stroke_width(mask) * longer / max(probe.shape)
+    if _PEN / stroke < 0.8 and longer > 2 * _PROBE_SIZE and _marks_are_small(mask):
         # Small writing on a big page (a table of numbers) shows on the probe as blots as
         # thick as the digits are tall, which says nothing about the pen: a probe twice as
-        # large shows the strokes, and a narrower pen.
+        # large shows the strokes, and a narrower pen. Large digits need no second look.
         closer = _shrink(image, 2 * _PROBE_SIZE)
         second = _first_look(closer)
         if second is not None:
-            stroke = min(stroke, second[1] * longer / max(closer.shape))
+            stroke = min(stroke, stroke_width(second[1]) * longer / max(closer.shape))
     factor = max(_PEN / stroke, _WORK_MIN / longer)
     return factor if factor < 0.8 else 1.0
+
+
+def _marks_are_small(mask: np.ndarray) -> bool:
+    """Whether the median height of the marks in ``mask`` (specks aside) is under
+    ``_SMALL_MARKS`` of its longer side."""
+    _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    heights = stats[1:, cv2.CC_STAT_HEIGHT]
+    marks = heights[stats[1:, cv2.CC_STAT_AREA] >= 4]
+    return marks.size > 0 and float(np.median(marks)) < _SMALL_MARKS * max(mask.shape)
 
 
 def _ink_is_dark(work: np.ndarray) -> bool:
