@@ -219,6 +219,38 @@ def test_a_killed_worker_is_replaced_and_no_row_is_lost_or_duplicated(
     assert rows == reference
 
 
+def test_ctrl_c_while_the_cluster_starts_ends_with_one_line_and_status_130(
+    model_dir, images, workdir
+):
+    """Ctrl-C on a terminal sends SIGINT to the whole foreground process group: the command
+    and the cluster processes it is starting. It ends with one line and exit status 130, no
+    traceback from any process, no output file, and no process left behind. Ctrl-C in the
+    seconds the workers take to start counts as much as one after (it used to be ignored
+    there, and the whole batch ran)."""
+    import psutil
+
+    out = workdir / "interrupted.csv"
+    command = [sys.executable, "-m", "digitrec", "predict-batch", str(model_dir), str(images),
+               "-o", str(out), "--scheduler", "local", "--workers", "2"]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, env={**os.environ, "DIGITREC_QUIET": "1"},
+    )
+    # The cluster is starting once the command has child processes (Dask's nannies).
+    children: list = []
+    while not children and process.poll() is None:
+        time.sleep(0.05)
+        children = psutil.Process(process.pid).children(recursive=True)
+    assert process.poll() is None, process.communicate()
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=600)
+    assert process.returncode == 130, err
+    assert err == "", "Ctrl-C ends quietly, as the shell's ^C already says it"
+    assert not out.exists()
+    _, alive = psutil.wait_procs(children, timeout=60)
+    assert not alive
+
+
 class Interrupted(Exception):
     pass
 

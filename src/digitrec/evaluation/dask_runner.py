@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -109,18 +111,27 @@ def _ctrl_c_for_this_process_only() -> Iterator[None]:
     A terminal's Ctrl-C signals every process of the foreground group: each worker would die
     printing its own traceback (35 to 85 lines for two workers, measured). An ignored SIGINT
     is the one disposition that survives exec, so the processes started in the block keep
-    ignoring it; the cost is that a Ctrl-C during those seconds is ignored here too (a
-    signal mask does not reach the workers: tried). Off the main thread, where signal
-    handlers cannot be set, nothing changes.
+    ignoring it (a signal mask does not reach the workers: tried). This process ignores it
+    too while they start, so a ``sleep`` started before, which Ctrl-C does stop, stands
+    watch: if it died of SIGINT, the block ends in KeyboardInterrupt. Off the main thread,
+    where signal handlers cannot be set, nothing changes.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    sleep = shutil.which("sleep")
+    watch = subprocess.Popen([sleep, "86400"]) if sleep else None
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        if watch is not None:
+            pressed = watch.poll() == -signal.SIGINT
+            watch.kill()
+            watch.wait()
+    if watch is not None and pressed:
+        raise KeyboardInterrupt
 
 
 def tune_on_dask(
