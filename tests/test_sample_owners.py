@@ -5,6 +5,7 @@ vanish or lock under a running server."""
 from __future__ import annotations
 
 import sqlite3
+from concurrent.futures import Executor, Future
 
 import numpy as np
 import pytest
@@ -149,7 +150,9 @@ def test_many_samples_are_searched_through_an_index_with_the_same_answer(small, 
     store = SampleStore(database_path())
     personal = PersonalModel(model, sample_weight=1).for_owner("alice")
     store.add_many(list(tiles[:270]), [int(y) for y in labels[:270]], "alice")
-    personal.sync(store)  # a load of more than _TAIL samples: indexed at once
+    personal.sync(store)  # a load of more than _TAIL samples: indexed in the background
+    personal.wait_for_indexes()
+    assert personal.unindexed("alice") == 0
     for tile, label in zip(tiles[270:], labels[270:], strict=True):  # searched one by one
         personal.add_sample(store.add(tile, int(label), "alice"), store.revision("alice"))
     for sample in store.all("alice")[::7]:
@@ -173,6 +176,66 @@ def test_many_samples_are_searched_through_an_index_with_the_same_answer(small, 
     np.testing.assert_allclose(
         personal.predict_proba(queries), reference.predict_proba(queries.reshape(-1, 784))
     )
+
+
+class _Deferred(Executor):
+    """Runs what is submitted only when told to: an index build held back at will."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Future, object, tuple]] = []
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        self.jobs.append((future, fn, args))
+        return future
+
+    def run_all(self) -> None:
+        while self.jobs:
+            future, fn, args = self.jobs.pop(0)
+            future.set_result(fn(*args))
+
+
+@pytest.mark.parametrize("kind", ["knn", "knn-idm"])
+def test_answers_while_an_index_is_built_equal_answers_after_it(small, kind):
+    """Samples waiting for their index are searched one by one: the neighbours and answers
+    are those the index gives once built, through loads, additions and deletions."""
+    model = models.train(kind, small, {"n_neighbors": 3})
+    builds = _Deferred()
+    personal = PersonalModel(model, index_executor=builds).for_owner("alice")
+    store = SampleStore(database_path())
+    tiles, labels = small.X_test[:320], [int(y) for y in small.y_test[:320]]
+    # Labels shifted by one, so that samples among the neighbours change the answers.
+    store.add_many(list(tiles[:300]), [(y + 1) % 10 for y in labels[:300]], "alice")
+    queries = small.X_test[280:340]  # stored samples, and digits that are not
+
+    def answers():
+        nearest = personal.nearest(queries)
+        ids = [[n.sample_id for n in row] for row in nearest]
+        return personal.predict_proba(queries), ids
+
+    personal.sync(store)
+    assert personal.unindexed("alice") == 300 and len(builds.jobs) == 1  # pending
+    pending = answers()
+    assert any(any(row) for row in pending[1])  # samples are among the neighbours
+    for tile, label in zip(tiles[300:], labels[300:], strict=True):
+        personal.add_sample(store.add(tile, (label + 1) % 10, "alice"), store.revision("alice"))
+    for sample in store.all("alice")[::9]:
+        store.delete(sample.id)
+        personal.remove_sample(sample.id, store.revision("alice"), "alice")
+    assert len(builds.jobs) == 1  # one build at a time
+    pending = answers()
+    builds.run_all()
+    # The build caught up with the changes made while it ran: nothing left to rebuild.
+    assert personal.unindexed("alice") == 20 and not builds.jobs
+    assert personal.revision_of("alice") == store.revision("alice")
+    indexed = answers()
+    np.testing.assert_allclose(indexed[0], pending[0], rtol=1e-12)
+    assert indexed[1] == pending[1]
+    # A reload from the database gives the same answers again, once indexed.
+    reloaded = PersonalModel(model, index_executor=builds).for_owner("alice")
+    reloaded.sync(store)
+    builds.run_all()
+    np.testing.assert_allclose(reloaded.predict_proba(queries), indexed[0], rtol=1e-12)
 
 
 # --- the web app ----------------------------------------------------------------------------

@@ -4,19 +4,23 @@ pool's lanes, and JSON for every error."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import json
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import uvicorn
 from fastapi import HTTPException
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from digitrec import models
 from digitrec.apps.web import guards
-from digitrec.apps.web.app import create_app
+from digitrec.apps.web.app import create_app, png_data_url
 from digitrec.apps.web.guards import RequestGuard, WorkPool, json_depth
 
 
@@ -229,3 +233,61 @@ def test_a_client_that_goes_away_stops_waiting_and_its_work_is_told():
 
     assert asyncio.run(scenario()) == 499
     assert told.wait(60)
+
+
+@pytest.mark.parametrize("path", ["/api/predict", "/api/samples"])
+def test_predictions_and_samples_wait_in_the_same_lanes(app, mnist, path, monkeypatch):
+    """A sample upload is decoded in the work pool as a prediction is: while a full lane
+    is busy it is refused with a JSON 503 and Retry-After, not decoded beside it."""
+    app.state.work = WorkPool(light_slots=1, heavy_slots=1, light_waiting=0, heavy_waiting=0)
+    service = app.state.service
+    entered, release = threading.Event(), threading.Event()
+    load = service.load
+
+    def held(data: bytes, name: str):
+        entered.set()
+        release.wait(60)
+        return load(data, name)
+
+    monkeypatch.setattr(service, "load", held)
+    body = {"image": png_data_url(mnist.X_test[0]), "label": int(mnist.y_test[0])}
+    with TestClient(app) as client, ThreadPoolExecutor(1) as other:
+        first = other.submit(client.post, "/api/predict", json=body)
+        assert entered.wait(60)
+        refused = client.post(path, json=body)
+        release.set()
+        assert first.result().status_code == 200
+        served = client.post(path, json=body)  # the slot is free again
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "2"
+    assert "busy" in refused.json()["detail"]
+    assert served.status_code == (200 if path == "/api/predict" else 201)
+
+
+def _white_png(width: int, height: int) -> str:
+    """A data URL of a white bilevel PNG: a few KB however many pixels it declares."""
+    buffer = io.BytesIO()
+    Image.new("1", (width, height), 1).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def test_a_large_sample_image_goes_to_the_heavy_lane_and_one_over_the_limit_is_413(
+    app, monkeypatch
+):
+    lanes: list[bool] = []
+    run = app.state.work.run
+
+    async def spied(request, heavy, work):
+        lanes.append(heavy)
+        return await run(request, heavy, work)
+
+    monkeypatch.setattr(app.state.work, "run", spied)
+    with TestClient(app) as client:
+        small = client.post("/api/samples", json={"image": _white_png(28, 28), "label": 1})
+        large = client.post("/api/samples", json={"image": _white_png(2500, 2000), "label": 1})
+        bomb = client.post("/api/samples", json={"image": _white_png(7000, 6000), "label": 1})
+    assert lanes == [False, True, True]
+    assert small.status_code == 422  # a blank tile holds no digit
+    assert large.status_code == 422
+    assert bomb.status_code == 413
+    assert "pixels" in bomb.json()["detail"]

@@ -14,15 +14,21 @@ the model's shortlist metric (:meth:`~digitrec.neighbors.protocol.ReferenceClass
 shortlist_metric`), plus up to ``_TAIL`` samples added since it was built, searched one by
 one; only the few samples it shortlists are measured by the model's final distance. For
 ``knn`` the shortlist metric is the final distance, so the answer is exact.
+
+Indexes are built in the background (seconds for a user's 10,000 samples): until one is
+ready, the samples it will hold are searched one by one, by the same exact distances, so
+the answer is the same and no prediction waits for a build.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -37,9 +43,11 @@ from digitrec.persistence.sample_db import SHARED, Sample, SampleError, SampleSt
 from digitrec.reading.recognize import tiles_to_model_input
 
 # Samples added (or deleted) since a set's index was built that are searched one by one;
-# past this the index is rebuilt, so its cost (about a second for 10,000 IDM samples) is
-# paid once per _TAIL changes.
+# past this the index is rebuilt in the background, so its cost (several seconds for 10,000
+# IDM samples) is paid once per _TAIL changes.
 _TAIL = 256
+# Numbers the row orders of sample sets: an index built for one order fits only it.
+_generations = itertools.count()
 # Samples measured by the final distance per query and set: at least this many, and never
 # fewer than 2k + 8 (the exact search's own first pass).
 _SHORTLIST = 16
@@ -50,8 +58,10 @@ class _SampleSet:
     """An immutable snapshot of one owner's samples in model-feature form; replaced, never
     edited, so a search in progress keeps a consistent set while another thread adds one.
 
-    Rows ``[0, n_indexed)`` are in ``index``; later rows (at most ``_TAIL``) are searched
-    one by one; deleted rows stay until the next rebuild, marked in ``alive``."""
+    Rows ``[0, n_indexed)`` are in ``index``; later rows (at most ``_TAIL``, more while a
+    new index is being built) are searched one by one; deleted rows stay until the next
+    rebuild, marked in ``alive``. Adding and deleting keep ``generation``; anything that
+    renumbers the rows gets a new one."""
 
     ids: np.ndarray  # (n,) int64 sample ids
     features: np.ndarray  # (n, ...) what the model's final distance compares
@@ -59,6 +69,7 @@ class _SampleSet:
     images: np.ndarray  # (n, h, w) model-input images, for explanations
     alive: np.ndarray  # (n,) bool: False for deleted samples
     revision: int
+    generation: int
     index: NeighborIndex | None = None
     n_indexed: int = 0
 
@@ -69,6 +80,41 @@ class _SampleSet:
     @property
     def vectors(self) -> np.ndarray:
         return self.features.reshape(len(self.features), -1)
+
+
+def _tail_distances(
+    queries: np.ndarray, tail: np.ndarray, alive: np.ndarray, metric: str, p: float, c: int
+) -> np.ndarray:
+    """``(len(queries), len(tail))`` distances by ``metric`` to the alive rows of ``tail``
+    that may be among each query's ``c`` nearest, as :func:`exact_distances` gives them,
+    and inf for the others.
+
+    Past ``_TAIL`` rows (a set waiting for its index) euclidean distances are first
+    estimated from one matrix product, which rules out the rows whose estimate exceeds the
+    c-th smallest by more than its rounding error can explain; only the rest (a few dozen)
+    are measured exactly. The answer is the brute force's, at a fraction of its cost."""
+    n_alive = int(alive.sum())
+    if metric != "euclidean" or len(tail) <= _TAIL or n_alive <= c:
+        return np.where(alive, exact_distances(queries, tail, metric, p), np.inf)
+    dtype = np.result_type(tail.dtype, np.float32)
+    q = np.asarray(queries, dtype=dtype)
+    s = np.asarray(tail, dtype=dtype)
+    q_sq = np.einsum("ij,ij->i", q, q).astype(np.float64)[:, None]
+    s_sq = np.einsum("ij,ij->i", s, s).astype(np.float64)[None, :]
+    estimate = q_sq + s_sq - 2.0 * (q @ s.T)
+    # A sum of n products in floating point is off by at most n * eps times the sum of
+    # their magnitudes: n * eps * |q| |s| for the dot product (Cauchy-Schwarz), n * eps * |s|^2
+    # for a norm, and 2 |q| |s| <= |q|^2 + |s|^2; so the estimate is off by at most
+    # 2 * n * eps * (|q|^2 + |s|^2), and a factor 8 leaves room for the queries' rounding.
+    slack = 8 * tail.shape[1] * np.finfo(dtype).eps * (q_sq + s_sq)
+    upper = np.where(alive, estimate + slack, np.inf)
+    cutoff = np.partition(upper, c - 1, axis=1)[:, c - 1 : c]
+    maybe = alive & (estimate - slack <= cutoff)
+    columns = np.flatnonzero(maybe.any(axis=0))
+    out = np.full(estimate.shape, np.inf)
+    exact = exact_distances(queries, tail[columns], metric, p)
+    out[:, columns] = np.where(maybe[:, columns], exact, np.inf)
+    return out
 
 
 @dataclass(frozen=True)
@@ -132,7 +178,9 @@ class PersonalModel(Model):
     last are kept in memory; others are loaded again by :meth:`sync` when next needed.
 
     ``search_context`` is entered around every search; a server uses it to run searches one
-    at a time on one thread each (see :mod:`digitrec.apps.web.app`).
+    at a time on one thread each (see :mod:`digitrec.apps.web.app`). Indexes are built on
+    ``index_executor`` (by default a thread of this model's own); :meth:`wait_for_indexes`
+    waits for the builds under way.
     """
 
     def __init__(
@@ -142,6 +190,7 @@ class PersonalModel(Model):
         sample_weight: float | None = None,
         search_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
         max_owners: int = 32,
+        index_executor: Executor | None = None,
     ) -> None:
         references = _references(model)
         if references is None:
@@ -155,8 +204,11 @@ class PersonalModel(Model):
         self.max_owners = max_owners
         self.owner = SHARED
         self._lock = threading.Lock()
-        # Views made by for_owner share these two: one cache of sets for every user.
+        # Views made by for_owner share these: one cache of sets for every user, and one
+        # build at a time per user.
         self._sets: OrderedDict[str, _SampleSet] = OrderedDict()
+        self._builds: dict[str, Future] = {}
+        self._index_executor = index_executor or ThreadPoolExecutor(1, "digitrec-index")
         self._sets[SHARED] = self._sample_set([], -1)
 
     def for_owner(self, owner: str) -> PersonalModel:
@@ -213,7 +265,8 @@ class PersonalModel(Model):
         digits shares the database with models that know them all)."""
         known = set(self.classes.tolist())
         built = self._sample_set([s for s in samples if s.label in known], revision)
-        self._put(owner, self._indexed(built))
+        self._put(owner, self._compacted(built))
+        self._build_if_needed(owner)
 
     def add_sample(self, sample: Sample, revision: int) -> None:
         """Append one sample that the store holds from ``revision`` (of its owner) on; only
@@ -233,8 +286,8 @@ class PersonalModel(Model):
                 alive=np.concatenate([old.alive, one.alive]),
                 revision=self._next_revision(old, revision),
             )
-        # The rebuild (every _TAIL samples) runs outside the lock: searches go on meanwhile.
-        self._put(sample.owner, self._indexed(grown))
+        self._put(sample.owner, self._compacted(grown))
+        self._build_if_needed(sample.owner)
 
     def remove_sample(self, sample_id: int, revision: int, owner: str = SHARED) -> None:
         """Drop a sample that the store lacks from ``revision`` on (see :meth:`add_sample`)."""
@@ -247,7 +300,8 @@ class PersonalModel(Model):
                 alive=old.alive & (old.ids != sample_id),
                 revision=self._next_revision(old, revision),
             )
-        self._put(owner, self._indexed(shrunk))
+        self._put(owner, self._compacted(shrunk))
+        self._build_if_needed(owner)
 
     @staticmethod
     def _next_revision(old: _SampleSet, revision: int) -> int:
@@ -274,6 +328,7 @@ class PersonalModel(Model):
                 np.zeros((0, h, w), np.uint8),
                 np.zeros(0, bool),
                 revision,
+                next(_generations),
             )
         labels = np.array([s.label for s in samples])
         classes = np.searchsorted(self.classes, labels)
@@ -293,31 +348,99 @@ class PersonalModel(Model):
             images,
             np.ones(len(samples), bool),
             revision,
+            next(_generations),
         )
 
-    def _indexed(self, samples: _SampleSet) -> _SampleSet:
-        """``samples`` as they are while the rows outside the index (new or deleted) are few;
-        else without the deleted rows, and indexed if there are more than ``_TAIL``."""
+    @staticmethod
+    def _needs_rebuild(samples: _SampleSet) -> bool:
+        """Whether the rows outside the index (new or deleted) are too many to keep."""
         outside = len(samples.ids) - samples.n_indexed
         deleted = len(samples.ids) - samples.n_alive
         # Without an index, dropping deleted rows costs no more than keeping them.
-        if outside <= _TAIL and deleted <= _TAIL and (samples.index is not None or not deleted):
-            return samples
+        return outside > _TAIL or deleted > _TAIL or (samples.index is None and deleted > 0)
+
+    @staticmethod
+    def _without_deleted(samples: _SampleSet) -> _SampleSet:
         keep = samples.alive
-        compact = replace(
+        return replace(
             samples,
             ids=samples.ids[keep],
             features=samples.features[keep],
             classes=samples.classes[keep],
             images=samples.images[keep],
             alive=np.ones(int(keep.sum()), bool),
+            generation=next(_generations),
+            index=None,
+            n_indexed=0,
         )
-        if len(compact.ids) <= _TAIL:
-            return replace(compact, index=None, n_indexed=0)
-        metric, p = self.references.classifier.shortlist_metric()
+
+    def _compacted(self, samples: _SampleSet) -> _SampleSet:
+        """``samples``, without their deleted rows when so few remain that they need no
+        index (cheap, so done at once); larger sets wait for :meth:`_build_if_needed`."""
+        if self._needs_rebuild(samples) and samples.n_alive <= _TAIL:
+            return self._without_deleted(samples)
+        return samples
+
+    def _build_if_needed(self, owner: str) -> None:
+        """Start building ``owner``'s index in the background if the set needs one and no
+        build is under way (the build under way starts the next one when it ends)."""
+        with self._lock:
+            self._start_build(owner)
+
+    def _start_build(self, owner: str) -> None:
+        # Called with the lock held, so a finished build hands over to the next atomically
+        # and wait_for_indexes never sees a gap between the two.
+        samples = self._sets.get(owner)
+        if owner in self._builds or samples is None or not self._needs_rebuild(samples):
+            return
+        self._builds[owner] = self._index_executor.submit(self._build, owner, samples)
+
+    def _build(self, owner: str, snapshot: _SampleSet) -> None:
+        try:
+            indexed = self._without_deleted(snapshot)
+            if len(indexed.ids) > _TAIL:
+                metric, p = self.references.classifier.shortlist_metric()
+                index = NeighborIndex(indexed.vectors, metric, p)
+                indexed = replace(indexed, index=index, n_indexed=len(indexed.ids))
+            with self._lock:
+                current = self._sets.get(owner)
+                # A set reloaded meanwhile has other rows: its own build follows this one.
+                if current is not None and current.generation == snapshot.generation:
+                    self._sets[owner] = self._caught_up(indexed, snapshot, current)
+        finally:
+            with self._lock:
+                del self._builds[owner]
+                self._start_build(owner)
+
+    @staticmethod
+    def _caught_up(indexed: _SampleSet, snapshot: _SampleSet, current: _SampleSet) -> _SampleSet:
+        """``indexed`` (built from ``snapshot``) with what ``current`` changed since: the
+        samples added after the snapshot, and the deletions of the snapshot's rows."""
+        n = len(snapshot.ids)
+        added = slice(n, None)
         return replace(
-            compact, index=NeighborIndex(compact.vectors, metric, p), n_indexed=len(compact.ids)
+            indexed,
+            ids=np.concatenate([indexed.ids, current.ids[added]]),
+            features=np.concatenate([indexed.features, current.features[added]]),
+            classes=np.concatenate([indexed.classes, current.classes[added]]),
+            images=np.concatenate([indexed.images, current.images[added]]),
+            alive=np.concatenate([current.alive[:n][snapshot.alive], current.alive[added]]),
+            revision=current.revision,
         )
+
+    def wait_for_indexes(self) -> None:
+        """Return when the index builds under way (and those they start) have ended."""
+        while True:
+            with self._lock:
+                builds = list(self._builds.values())
+            if not builds:
+                return
+            wait(builds)
+
+    def unindexed(self, owner: str = SHARED) -> int:
+        """Rows of ``owner``'s samples searched one by one (0 if they are not loaded)."""
+        found = self._set(owner)
+        return 0 if found is None else len(found.ids) - found.n_indexed
 
     def _owner_sets(self) -> list[_SampleSet]:
         owners = [SHARED] if self.owner == SHARED else [SHARED, self.owner]
@@ -341,8 +464,9 @@ class PersonalModel(Model):
             parts_i.append(i)
         tail = np.arange(samples.n_indexed, len(samples.ids))
         if len(tail):
-            d = exact_distances(queries, vectors[tail], metric, p)
-            parts_d.append(np.where(samples.alive[tail], d, np.inf))
+            alive = samples.alive[samples.n_indexed :]
+            d = _tail_distances(queries, vectors[samples.n_indexed :], alive, metric, p, c)
+            parts_d.append(d)
             parts_i.append(np.broadcast_to(tail, d.shape))
         distances, rows = np.concatenate(parts_d, axis=1), np.concatenate(parts_i, axis=1)
         best = np.lexsort((rows, distances), axis=1)[:, :c]

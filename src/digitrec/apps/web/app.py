@@ -27,6 +27,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,7 +46,12 @@ from digitrec.apps.web.access import (
     identity_from,
     remember_identity,
 )
-from digitrec.apps.web.guards import RequestGuard, WorkPool, answer_json_errors
+from digitrec.apps.web.guards import (
+    RequestGuard,
+    WorkPool,
+    answer_json_errors,
+    lower_priority,
+)
 from digitrec.apps.web.offline import add_offline_routes
 from digitrec.data.images import (
     DEFAULT_MAX_BYTES,
@@ -307,7 +313,12 @@ class Service:
         self.max_samples_per_user = max_samples_per_user
         self.one_at_a_time = _OneAtATime()
         self.personal = (
-            PersonalModel(model, search_context=self.one_at_a_time)
+            PersonalModel(
+                model,
+                search_context=self.one_at_a_time,
+                # Sample indexes are built behind the answers: below the requests' priority.
+                index_executor=ThreadPoolExecutor(1, "digitrec-index", initializer=lower_priority),
+            )
             if learns_from_samples(model)
             else None
         )
@@ -365,10 +376,15 @@ class Service:
             if n.image is not None
         ]
 
-    def add_sample(self, data: bytes, label: int, owner: str) -> Sample:
+    def add_sample(
+        self, data: bytes, label: int, owner: str, abandoned: threading.Event | None = None
+    ) -> Sample:
         if label not in {int(c) for c in self.base.classes}:
             raise HTTPException(422, f"this model does not know the digit {label}")
         image = self.load(data, "sample image")
+        if abandoned is not None and abandoned.is_set():
+            # Nobody hears the answer: store nothing the client could not know about.
+            raise HTTPException(499, "client closed the request")
         try:
             # A tile from /api/predict passes through unchanged; any other picture of one
             # digit is made into a tile the way training folders are.
@@ -590,10 +606,19 @@ def list_samples(service: ServiceDep, owner: OwnerDep) -> dict[str, Any]:
     responses=_ERRORS | _WRITE_ERRORS,
     dependencies=[Depends(_require_json), Depends(may_write)],
 )
-def add_sample(body: SampleIn, service: ServiceDep, owner: OwnerDep) -> dict[str, Any]:
+async def add_sample(
+    body: SampleIn, request: Request, service: ServiceDep, owner: OwnerDep
+) -> dict[str, Any]:
     """Store a corrected digit as yours; from the next prediction on it changes your
     answers, and no one else's."""
-    return sample_json(service.add_sample(decode_image_text(body.image), body.label, owner))
+    data = decode_image_text(body.image)
+    # Decoded in the same lanes as /api/predict: a bomb sent as a sample is bounded alike.
+    heavy = declared_pixels(data) > _HEAVY_PIXELS
+    work: WorkPool = request.app.state.work
+    sample = await work.run(
+        request, heavy, lambda gone: service.add_sample(data, body.label, owner, gone)
+    )
+    return sample_json(sample)
 
 
 @samples.post("/merge", response_model=Merged, responses=_WRITE_ERRORS)

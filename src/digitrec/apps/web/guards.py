@@ -228,12 +228,14 @@ class _Lane:
             self.waiting -= 1
 
 
-# How much nicer than the rest of the server the heavy lane's threads run (Linux sets
-# niceness per thread): a canvas drawing is served first when both want a core.
+# How much nicer than the rest of the server the heavy lane's threads (and other background
+# work) run (Linux sets niceness per thread): a canvas drawing is served first when both
+# want a core.
 HEAVY_NICENESS = 10
 
 
-def _be_nicer() -> None:
+def lower_priority() -> None:
+    """Run the calling thread at ``HEAVY_NICENESS`` (a thread pool's initializer)."""
     with contextlib.suppress(OSError, AttributeError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HEAVY_NICENESS)
 
@@ -264,7 +266,7 @@ class WorkPool:
         self.time_limit = time_limit
         self._executors = {
             False: ThreadPoolExecutor(light_slots, "digitrec-light"),
-            True: ThreadPoolExecutor(heavy_slots, "digitrec-heavy", initializer=_be_nicer),
+            True: ThreadPoolExecutor(heavy_slots, "digitrec-heavy", initializer=lower_priority),
         }
 
     async def run(
