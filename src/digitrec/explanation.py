@@ -338,13 +338,15 @@ def vote_explanation(
     else:
         summary = f"{answer}: {won} of the {k} nearest vote for it"
     rival = next((c for c in evidence if c.label != answer), None)
+    rivals = () if rival is None else (rival.label,)
     if rival is not None and rival.vote:
         summary += f"; next best {rival.label} with {rival.vote:.0%} of the vote"
-    first = voters[0] if voters else None
-    if first is not None:
-        summary += f". Nearest: a {first.label} at distance {_number(first.distance)}"
-        if rival is not None and rival.nearest is not None:
-            summary += f"; the nearest {rival.label} is at {_number(rival.nearest.distance)}"
+    closest = [c for c in evidence if c.nearest is not None and c.label in (answer, *rivals)]
+    closest.sort(key=lambda c: c.nearest.distance)
+    if closest:
+        summary += ". " + "; ".join(
+            f"nearest {c.label} at distance {_number(c.nearest.distance)}" for c in closest
+        ).capitalize()
     samples = sum(1 for r in voters if r.sample_id is not None)
     if samples:
         summary += f". Corrections stored as samples among them: {samples}"
