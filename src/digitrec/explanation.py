@@ -23,13 +23,16 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 from sklearn.pipeline import Pipeline
 
 from digitrec.neighbors.knn import vote, vote_weights
+
+if TYPE_CHECKING:
+    from digitrec.models import Model
 
 # Classes shown per answer: the winner and its closest rivals.
 TOP_CLASSES = 3
@@ -75,6 +78,7 @@ class Explanation:
     classes: list[ClassEvidence] = field(default_factory=list)
     heat: np.ndarray | None = None
     image: np.ndarray | None = None  # the model input under the heat map
+    distance_name: str = "distance"  # what the references' distances are called
 
     @property
     def references(self) -> list[Reference]:
@@ -104,6 +108,7 @@ class Explanation:
         return {
             "method": self.method,
             "answer": self.answer,
+            "distance_name": self.distance_name,
             "summary": self.summary,
             "meaning": self.meaning,
             "voters": [ref(r) for r in self.voters],
@@ -213,6 +218,11 @@ def distance_meaning(classifier: Any, params: dict[str, Any]) -> str:
     return _pixel_meaning(params)
 
 
+def _distance_name(params: dict[str, Any]) -> str:
+    """"IDM distance" for the models re-ranked by it (they have a ``warp``), else "distance"."""
+    return "IDM distance" if "warp" in params and params.get("rerank", True) else "distance"
+
+
 def _number(value: float) -> str:
     """A distance as people read it: whole numbers when large, 3 significant digits else."""
     value = float(value)
@@ -237,7 +247,7 @@ class ReferenceAnswer:
     indices: np.ndarray
 
 
-def explain_model(model: Any, images: np.ndarray) -> tuple[np.ndarray, list[Explanation]]:
+def explain_model(model: Model, images: np.ndarray) -> tuple[np.ndarray, list[Explanation]]:
     """The probabilities of a :class:`~digitrec.models.Model` for ``images`` (model input)
     and, per image, the explanation of its answer, from the same computation."""
     from digitrec.neighbors.protocol import ReferenceClassifier
@@ -246,9 +256,7 @@ def explain_model(model: Any, images: np.ndarray) -> tuple[np.ndarray, list[Expl
     final = estimator[-1] if isinstance(estimator, Pipeline) else estimator
     if isinstance(final, ReferenceClassifier):
         features = estimator[:-1].transform(images) if isinstance(estimator, Pipeline) else images
-        found = explain_references(
-            final, features, model.training_images(), model.params, model.max_value
-        )
+        found = explain_references(final, features, model.training_images(), model.params)
         return found.proba, found.explanations
     return occlusion(model, images)
 
@@ -258,7 +266,6 @@ def explain_references(
     features: np.ndarray,
     training_images: np.ndarray | None,
     params: dict[str, Any],
-    max_value: int,
 ) -> ReferenceAnswer:
     """:func:`explain_model` for a reference classifier (:mod:`digitrec.neighbors.protocol`)
     given the features it takes; ``training_images`` (or None) are shown for its references."""
@@ -341,17 +348,27 @@ def vote_explanation(
     rivals = () if rival is None else (rival.label,)
     if rival is not None and rival.vote:
         summary += f"; next best {rival.label} with {rival.vote:.0%} of the vote"
+    name = _distance_name(params)
     closest = [c for c in evidence if c.nearest is not None and c.label in (answer, *rivals)]
     closest.sort(key=lambda c: c.nearest.distance)
     if closest:
-        summary += ". " + "; ".join(
-            f"nearest {c.label} at distance {_number(c.nearest.distance)}" for c in closest
-        ).capitalize()
+        summary += (
+            ". "
+            + "; ".join(
+                f"nearest {c.label} at {name} {_number(c.nearest.distance)}" for c in closest
+            ).capitalize()
+        )
     samples = sum(1 for r in voters if r.sample_id is not None)
     if samples:
         summary += f". Corrections stored as samples among them: {samples}"
     return Explanation(
-        "vote", answer, summary + ".", f"{meaning} {_vote_meaning(params)}", voters, evidence
+        "vote",
+        answer,
+        summary + ".",
+        f"{meaning} {_vote_meaning(params)}",
+        voters,
+        evidence,
+        distance_name=name,
     )
 
 
@@ -390,6 +407,7 @@ def _hybrid(
                 meaning,
                 [],
                 evidence,
+                distance_name="IDM distance",
             )
         )
     k = classifier.n_neighbors
@@ -421,7 +439,7 @@ def _hybrid_summary(evidence: list[ClassEvidence], params: dict[str, Any]) -> st
     return text + "."
 
 
-def occlusion(model: Any, images: np.ndarray) -> tuple[np.ndarray, list[Explanation]]:
+def occlusion(model: Model, images: np.ndarray) -> tuple[np.ndarray, list[Explanation]]:
     """Probabilities and occlusion maps: each image again with a blank square over every
     position in turn; a pixel's heat is the mean drop in the answer's probability over the
     squares covering it."""

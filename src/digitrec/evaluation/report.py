@@ -366,7 +366,8 @@ def _why(why: Explanation, true: int, max_value: int) -> str:
     if why.method == "vote":
         parts.append(
             _references(
-                f"the {len(why.voters)} that voted (label &middot; distance &middot; weight)",
+                f"the {len(why.voters)} that voted (label &middot; {_e(why.distance_name)} "
+                "&middot; weight)",
                 [
                     (r, [f"{r.label} &middot; {r.distance:.0f}", f"w {r.weight:.3g}"])
                     for r in why.voters

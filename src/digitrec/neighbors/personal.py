@@ -455,13 +455,7 @@ class PersonalModel(Model):
         features = self.references.features(images)
         classifier = self.references.classifier
         with self.search_context():
-            own = explain_references(
-                classifier,
-                features,
-                self.base.training_images(),
-                self.params,
-                self.max_value,
-            )
+            own = explain_references(classifier, features, self.base.training_images(), self.params)
             nearest = self._nearest_samples(features, k)
         found = self._merge(own.distances, own.indices, nearest, k)
         touched = found[2].any(axis=1)

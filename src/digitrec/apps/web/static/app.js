@@ -429,17 +429,22 @@ function whyPanel(why) {
       ),
     );
   }
+  // "IDM distance" is shown as "IDM", a plain distance as "dist".
+  const short = why.distance_name === "IDM distance" ? "IDM" : "dist";
   if (why.method === "vote") {
     body.push(
-      el("p", { class: "why-head", text: `The ${why.voters.length} that voted (label, distance, vote weight):` }),
-      referenceList(why.voters, (r) => [`d ${distance(r.distance)}`, `vote ${weight(r.weight)}`]),
+      el("p", {
+        class: "why-head",
+        text: `The ${why.voters.length} that voted (label, ${why.distance_name}, vote weight):`,
+      }),
+      referenceList(why.voters, (r) => [`${short} ${distance(r.distance)}`, `vote ${weight(r.weight)}`]),
     );
     const shown = new Set(why.voters.map((r) => r.image));
     const others = why.classes.filter((c) => c.nearest && !shown.has(c.nearest.image));
     if (others.length) {
       body.push(
         el("p", { class: "why-head", text: "Nearest of the other classes (no vote):" }),
-        referenceList(others.map((c) => c.nearest), (r) => [`d ${distance(r.distance)}`]),
+        referenceList(others.map((c) => c.nearest), (r) => [`${short} ${distance(r.distance)}`]),
       );
     }
     const votes = why.classes.filter((c) => c.vote > 0).map((c) => `${c.label}: ${percent(c.vote)}`);
@@ -447,10 +452,15 @@ function whyPanel(why) {
   }
   if (why.method === "hybrid") {
     body.push(
-      el("p", { class: "why-head", text: "Best classes, lowest score first:" }),
+      el("p", { class: "why-head", text: "Best classes, lowest score first; each with its nearest training image:" }),
       referenceList(
         why.classes.map((c) => ({ ...c.nearest, hyperplane: c.hyperplane, score: c.score })),
-        (r) => [`IDM ${distance(r.distance)}`, `hyperplane ${distance(r.hyperplane)}`, `score ${distance(r.score)}`],
+        (r) => [
+          `score ${distance(r.score)}`,
+          `IDM distance ${distance(r.distance)}`,
+          `hyperplane distance ${distance(r.hyperplane)}`,
+        ],
+        "neighbors rows",
       ),
     );
   }
@@ -474,8 +484,8 @@ function weight(value) {
 }
 
 // References as thumbnails, each with its label and the lines `describe` gives for it.
-function referenceList(references, describe) {
-  const list = el("ul", { class: "neighbors" });
+function referenceList(references, describe, css = "neighbors") {
+  const list = el("ul", { class: css });
   for (const r of references) {
     const fromSample = r.sample_id !== null && r.sample_id !== undefined;
     const what = fromSample ? `your sample: ${r.label}` : `training image: ${r.label}`;
@@ -484,8 +494,12 @@ function referenceList(references, describe) {
         "li",
         { class: fromSample ? "from-sample" : "" },
         r.image ? el("img", { src: r.image, alt: what }) : null,
-        el("strong", { text: fromSample ? `${r.label} (yours)` : String(r.label) }),
-        ...describe(r).map((line) => el("span", { text: line })),
+        el(
+          "div",
+          {},
+          el("strong", { text: fromSample ? `${r.label} (yours)` : String(r.label) }),
+          ...describe(r).map((line) => el("span", { text: line })),
+        ),
       ),
     );
   }
