@@ -146,6 +146,7 @@ def test_the_explanation_is_the_vote_that_gave_the_answer(client, seven):
     why = digit["explanation"]
     assert why["method"] == "vote" and why["answer"] == digit["digit"]
     assert why["summary"].startswith(f"{digit['digit']}:") and "pixel" in why["meaning"]
+    assert why["distance_name"] == "distance"
     assert [v["distance"] for v in why["voters"]] == [n["distance"] for n in digit["neighbors"]]
     votes = np.zeros(10)
     for voter in why["voters"]:

@@ -219,7 +219,8 @@ def distance_meaning(classifier: Any, params: dict[str, Any]) -> str:
 
 
 def _distance_name(params: dict[str, Any]) -> str:
-    """"IDM distance" for the models re-ranked by it (they have a ``warp``), else "distance"."""
+    """The name of the final distance: IDM distance for the models re-ranked by it (they
+    have a ``warp``), else distance."""
     return "IDM distance" if "warp" in params and params.get("rerank", True) else "distance"
 
 
@@ -352,11 +353,8 @@ def vote_explanation(
     closest = [c for c in evidence if c.nearest is not None and c.label in (answer, *rivals)]
     closest.sort(key=lambda c: c.nearest.distance)
     if closest:
-        summary += (
-            ". "
-            + "; ".join(
-                f"nearest {c.label} at {name} {_number(c.nearest.distance)}" for c in closest
-            ).capitalize()
+        summary += ". Nearest " + "; nearest ".join(
+            f"{c.label} at {name} {_number(c.nearest.distance)}" for c in closest
         )
     samples = sum(1 for r in voters if r.sample_id is not None)
     if samples:

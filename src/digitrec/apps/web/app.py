@@ -114,6 +114,7 @@ class ExplanationOut(BaseModel):
     answer: int
     summary: str = Field(description="one sentence on why the answer won")
     meaning: str = Field(description="what the distances mean, in words")
+    distance_name: str = Field(description='"distance" or "IDM distance"')
     voters: list[ReferenceOut] = Field(description="the references that voted")
     classes: list[ClassOut] = Field(description="the best classes, best first")
     heatmap: str | None = Field(description="occlusion: data: URL of the tile with its heat")
