@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import io
 import re
 
@@ -51,13 +52,13 @@ def test_knn_page_has_every_section_and_only_embedded_images(knn_page, uci, knn)
         "Misclassified test images",
     ):
         assert f"<h2>{heading}</h2>" in knn_page
-    assert "nearest training images" in knn_page
+    assert "the 3 that voted" in knn_page
     images = decoded_images(knn_page)
     result = evaluate(knn, uci.X_test, uci.y_test)
     n_wrong = int(np.sum(result.y_true != result.y_pred))
     examples = sum(min(count, 6) for _, _, count in result.most_confused(top=8))
-    # heat map + k curve, each mistake with its 5 neighbours, up to 6 examples of each pair
-    assert n_wrong > 0 and len(images) == 2 + n_wrong * (1 + 5) + examples
+    # heat map + k curve, each mistake with the 3 that voted, up to 6 examples of each pair
+    assert n_wrong > 0 and len(images) == 2 + n_wrong * (1 + 3) + examples
     for image in images:
         image.load()  # raises on a broken PNG
         assert image.width > 0
@@ -82,8 +83,8 @@ def test_gallery_shows_each_mistake_with_its_true_and_predicted_label(knn_page, 
 @pytest.mark.parametrize("weights", ["uniform", "distance"])
 def test_accuracy_against_k_matches_a_model_fitted_for_each_k(uci, weights):
     model = models.train("knn", uci, {"n_neighbors": 3, "weights": weights})
-    curve = report.knn_curve(model, uci.X_test, uci.y_test, k_max=9)
-    assert curve.ks == list(range(1, 10)) and curve.model_k == 3
+    curve = report.parameter_curve(model, uci.X_test, uci.y_test, k_max=9)
+    assert curve.values == list(range(1, 10)) and curve.model_value == 3
     for k in (1, 2, 3, 6, 9):
         refit = models.train("knn", uci, {"n_neighbors": k, "weights": weights})
         assert curve.accuracies[k - 1] == np.mean(refit.predict(uci.X_test) == uci.y_test)
@@ -93,10 +94,56 @@ def test_a_non_knn_model_gets_no_neighbour_sections(uci):
     model = models.train("linear-svc", uci, {"max_iter": 3000})
     page = report.build_report(model, uci)
     assert "<h2>Misclassified test images</h2>" in page
-    assert "Accuracy against k" not in page and "nearest training images" not in page
-    assert report.knn_curve(model, uci.X_test, uci.y_test, 5) is None
+    assert "Accuracy against" not in page and "that voted" not in page
+    assert report.parameter_curve(model, uci.X_test, uci.y_test, 5) is None
     # LinearSVC has no probabilities: no made-up confidence, mistakes in test-set order.
     assert "in test-set order (no probabilities)" in page and "confidence" not in page
+
+
+def test_a_k20_knn_shows_every_neighbour_that_voted_next_to_a_mistake(uci):
+    model = models.train("knn", uci, {"n_neighbors": 20, "weights": "distance"})
+    page = report.build_report(model, uci, examples=3)
+    cards = page.split('<figure class="card">')[1:]
+    assert len(cards) == 3
+    for card in cards:
+        assert "the 20 that voted" in card
+        assert card.count("<span>w ") == 20  # each voter with its weight
+        assert "of the vote, weighted by closeness" in card
+
+
+@pytest.fixture(scope="module")
+def small_mnist(mnist) -> datasets.Dataset:
+    return mnist.subset(2000, 120, seed=2)
+
+
+@pytest.mark.parametrize(
+    ("kind", "params"),
+    [
+        ("knn", {"n_neighbors": 3}),
+        ("knn-idm", {"n_candidates": 20, "n_neighbors": 2}),
+        ("knn-idm-hknn", {"n_candidates": 20, "scattering_components": 40, "hyperplane_k": 15}),
+    ],
+)
+def test_the_curve_at_the_models_own_value_is_the_headline_accuracy(small_mnist, kind, params):
+    model = models.train(kind, small_mnist, params)
+    data = small_mnist
+    curve = report.parameter_curve(model, data.X_test, data.y_test, k_max=6)
+    headline = evaluate(model, data.X_test, data.y_test).accuracy
+    assert curve.accuracies[curve.values.index(curve.model_value)] == headline
+    page = report.build_report(model, data, examples=4)
+    assert f"<h2>Accuracy against {curve.parameter}</h2>" in page
+    if kind == "knn-idm-hknn":
+        # Another weight is evaluated as the model with that weight answers.
+        assert curve.parameter == "hyperplane_weight" and 0.0 in curve.values
+        other = copy.deepcopy(model.estimator).set_params(hyperplane_weight=50.0)
+        accuracy = np.mean(other.predict(data.X_test) == data.y_test)
+        assert curve.accuracies[curve.values.index(50.0)] == accuracy
+        assert "IDM distance" in page and "hyperplane distance" in page
+    if kind == "knn-idm":
+        for k in (1, 4):
+            other = copy.deepcopy(model.estimator).set_params(n_neighbors=k)
+            accuracy = np.mean(other.predict(data.X_test) == data.y_test)
+            assert curve.accuracies[k - 1] == accuracy
 
 
 def test_text_from_the_data_is_escaped(knn, uci):
@@ -164,3 +211,21 @@ def test_report_renders_offline_in_chromium(browser, mnist, tmp_path):
     image = np.asarray(Image.open(shot).convert("L"))
     assert image.shape[0] > 2000 and image.shape[1] == 1280
     assert image.std() > 20  # text, tables and digits, not a blank page
+
+
+def test_report_fits_a_phone_without_sideways_scrolling(browser, mnist, tmp_path, screenshots):
+    data = mnist.subset(2000, 200, seed=0)
+    model = models.train("knn", data, {"n_neighbors": 20})
+    path = tmp_path / "report.html"
+    path.write_text(report.build_report(model, data, "models/knn-k20", examples=6))
+    page = browser.new_page(viewport={"width": 360, "height": 740})
+    page.goto(path.resolve().as_uri())
+    page.wait_for_load_state("load")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    # Wide content scrolls inside its own box: the heat map keeps readable numbers.
+    heat_width = page.evaluate(
+        "() => document.querySelector('figure.chart.wide img').getBoundingClientRect().width"
+    )
+    assert heat_width >= 460
+    page.screenshot(path=str(screenshots / "report-360x740.png"), full_page=True)
+    page.close()

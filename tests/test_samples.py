@@ -296,9 +296,9 @@ def test_a_hybrid_model_answers_itself_until_a_sample_is_among_its_neighbours(sm
     query = small.X_test[:40]
     np.testing.assert_array_equal(personal.predict(query), hybrid.predict(query))
     # Its explanations show training images of the class it answered.
-    proba, nearest = personal.explain(query)
+    proba, explanations = personal.explain(query)
     answers = personal.classes[proba.argmax(axis=1)]
-    assert [row[0].label for row in nearest] == answers.tolist()
+    assert [e.references[0].label for e in explanations] == answers.tolist()
     before, wrong, _ = _correct(personal, query, 5)
     personal.remove_sample(1, revision=2)
     np.testing.assert_array_equal(personal.predict(query), before)

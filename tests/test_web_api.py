@@ -141,6 +141,20 @@ def test_predict_json_from_a_canvas_matches_the_library_reading(client, knn, sev
     assert {n["label"] for n in digit["neighbors"]} & {7}
 
 
+def test_the_explanation_is_the_vote_that_gave_the_answer(client, seven):
+    digit = client.post("/api/predict", json={"image": data_url(seven)}).json()["digits"][0]
+    why = digit["explanation"]
+    assert why["method"] == "vote" and why["answer"] == digit["digit"]
+    assert why["summary"].startswith(f"{digit['digit']}:") and "pixel" in why["meaning"]
+    assert why["distance_name"] == "distance"
+    assert [v["distance"] for v in why["voters"]] == [n["distance"] for n in digit["neighbors"]]
+    votes = np.zeros(10)
+    for voter in why["voters"]:
+        votes[voter["label"]] += voter["weight"]
+        assert voter["image"].startswith("data:image/png;base64,")
+    np.testing.assert_allclose(votes / votes.sum(), digit["probabilities"], atol=1e-4)
+
+
 def test_predict_bare_base64_is_accepted_too(client, seven):
     response = client.post("/api/predict", json={"image": base64.b64encode(seven).decode()})
     assert response.status_code == 200 and response.json()["text"] == "7"

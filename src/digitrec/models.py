@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -24,10 +24,13 @@ from digitrec import config
 from digitrec import progress as display
 from digitrec.data.datasets import Dataset
 from digitrec.errors import ModelFileError, ParameterError
-from digitrec.neighbors.protocol import Neighbor, ReferenceClassifier
+from digitrec.neighbors.protocol import ReferenceClassifier
 from digitrec.persistence import model_schema, serialize
 from digitrec.persistence import model_store as store
 from digitrec.validation import check_declared
+
+if TYPE_CHECKING:
+    from digitrec.explanation import Explanation
 
 
 @dataclass(frozen=True)
@@ -192,10 +195,12 @@ class Model:
         predicted = self.estimator.predict(images)
         return (predicted[:, None] == self.classes[None, :]).astype(np.float64)
 
-    def explain(self, images: np.ndarray) -> tuple[np.ndarray, list[list[Neighbor]]]:
-        """:meth:`predict_proba` and, per image, the references behind the answer: none
-        here; :class:`~digitrec.neighbors.personal.PersonalModel` gives them."""
-        return self.predict_proba(images), [[] for _ in range(len(images))]
+    def explain(self, images: np.ndarray) -> tuple[np.ndarray, list[Explanation]]:
+        """:meth:`predict_proba` and, per image, why: computed from what the model used to
+        decide (:mod:`digitrec.explanation`)."""
+        from digitrec.explanation import explain_model
+
+        return explain_model(self, images)
 
     def _final(self) -> BaseEstimator:
         return _classifier(self.estimator)

@@ -899,8 +899,9 @@ def report_cmd(
     ] = 30,
     source: FromOpt = None,
 ) -> None:
-    """One self-contained HTML page: metrics, confusion heat map, mistakes (and, for kNN,
-    their nearest training images and accuracy against k). Opens offline."""
+    """One self-contained HTML page: metrics, confusion heat map, mistakes with why the
+    model answered so (and, for the neighbour models, accuracy against k or
+    hyperplane_weight). Opens offline."""
     from digitrec.evaluation.report import write_report
 
     _output_file(output)

@@ -144,22 +144,25 @@ def comparison_chart(rows, title: str = "Models compared"):
     return figure
 
 
-def accuracy_against_k(ks, accuracies, chosen_k: int | None = None, title: str = ""):
-    """Test accuracy of a kNN model for each k, with the model's own k marked."""
+def accuracy_against_k(
+    ks, accuracies, chosen_k: float | None = None, title: str = "", parameter: str = "k"
+):
+    """Test accuracy of a model for each value of a parameter (by default a kNN's k), with
+    the model's own value marked."""
     figure, ax = plt.subplots(figsize=(6.4, 3.6))
     ax.plot(ks, accuracies, marker="o", markersize=4, color="#4477aa")
     if chosen_k is not None and chosen_k in list(ks):
         accuracy = accuracies[list(ks).index(chosen_k)]
         ax.plot([chosen_k], [accuracy], marker="o", markersize=9, color="#cc3311", zorder=3)
         ax.annotate(
-            f"model: k={chosen_k}, {accuracy:.4f}",
+            f"model: {parameter}={chosen_k:g}, {accuracy:.4f}",
             (chosen_k, accuracy),
             textcoords="offset points",
             xytext=(8, -14),
             fontsize=8,
             color="#cc3311",
         )
-    ax.set_xlabel("k (n_neighbors)")
+    ax.set_xlabel("k (n_neighbors)" if parameter == "k" else parameter)
     ax.set_ylabel("test accuracy")
     ax.set_xticks(list(ks))
     ax.tick_params(axis="x", labelsize=7)

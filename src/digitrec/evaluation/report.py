@@ -5,10 +5,15 @@ base64 ``data:`` URLs, the style sheet is inline, and there is no script, so the
 offline, can be mailed, and stays the same when the model or the data move. Every piece of
 text that comes from the model or the data goes through :func:`html.escape`.
 
-For kNN models the page also shows, for each misclassified image, the training images that
-outvoted the right answer, and the test accuracy for each k from 1 to ``k_max``. That curve
-costs one neighbour search at ``k_max`` whatever the number of k values: the votes for smaller
-k are taken from the first columns of the same sorted neighbour lists, as :mod:`tuning` does.
+Each misclassified image is shown with its explanation (:mod:`digitrec.explanation`): what
+the model decided on, such as the k neighbours that voted with their weights, or for
+``knn-idm-hknn`` each top class's nearest training image with its IDM and hyperplane
+distances. For the neighbour models the page also shows the test accuracy of the model itself
+against one of its parameters (:func:`parameter_curve`): against k for ``knn`` and ``knn-idm``,
+whose answer is the vote of their k nearest; against ``hyperplane_weight`` for
+``knn-idm-hknn``, whose answer is the lowest score. Either costs one search whatever the
+number of values: the votes for smaller k come from the first columns of the same sorted
+neighbour lists, and the scores for other weights from the same two distances.
 """
 
 from __future__ import annotations
@@ -22,59 +27,100 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from sklearn.pipeline import Pipeline
 
 from digitrec import models
 from digitrec import progress as display
 from digitrec.data import datasets
 from digitrec.errors import DigitrecError
 from digitrec.evaluation.metrics import Evaluation, evaluate
+from digitrec.explanation import Explanation, heat_overlay, png_data_url
 from digitrec.persistence.atomic import atomic_write_text
 
 # Thumbnails are drawn this many CSS pixels wide whatever the image size (8x8 UCI or 28x28).
 THUMB_PIXELS = 48
 DEFAULT_EXAMPLES = 30
-DEFAULT_NEIGHBOURS = 5
 DEFAULT_K_MAX = 20
 
 
 @dataclass
-class KCurve:
-    """Test accuracy of a kNN model for k = 1..k_max, from one neighbour search."""
+class Curve:
+    """Test accuracy of a model for several values of one of its parameters, the model's
+    own value among them, from one search."""
 
-    ks: list[int]
+    parameter: str
+    values: list[float]
     accuracies: list[float]
-    model_k: int
-    distances: np.ndarray  # (n_test, k_max), sorted
-    indices: np.ndarray  # (n_test, k_max) training indices
+    model_value: float
+    method: str  # how every value is evaluated, in words
 
 
-def knn_curve(
-    model: models.Model, images: np.ndarray, labels: np.ndarray, k_max: int
-) -> KCurve | None:
-    """Re-vote the model's neighbours of every test image for each k up to ``k_max``.
+def _final(model: models.Model):
+    estimator = model.estimator
+    return estimator[-1] if isinstance(estimator, Pipeline) else estimator
 
-    None for models that do not vote among training images.
-    """
-    from digitrec.neighbors.knn import vote
 
-    train_labels = model.training_labels()
-    found = None
-    if train_labels is not None:
-        k_max = min(k_max, len(train_labels))
-        found = model.neighbors(images, k_max)
-    if found is None:
+def parameter_curve(
+    model: models.Model, images: np.ndarray, labels: np.ndarray, k_max: int = DEFAULT_K_MAX
+) -> Curve | None:
+    """The model's test accuracy against k (``knn``, ``knn-idm``) or ``hyperplane_weight``
+    (``knn-idm-hknn``), each value evaluated as the model with that value answers; None for
+    other models."""
+    from digitrec.neighbors.hybrid import HybridClassifier
+    from digitrec.neighbors.idm import IDMClassifier
+    from digitrec.neighbors.knn import KNNClassifier, vote
+
+    final = _final(model)
+    if isinstance(final, HybridClassifier):
+        return _weight_curve(model, final, images, labels)
+    if not isinstance(final, KNNClassifier | IDMClassifier):
         return None
-    distances, indices = found
+    train_labels = model.training_labels()
+    limit = final.n_candidates if isinstance(final, IDMClassifier) and final.rerank else None
+    k_max = min(k_max, len(train_labels), limit or len(train_labels))
+    distances, indices = model.neighbors(images, k_max)
     # Votes are counted per class index, in the order of model.classes (sorted, as np.unique).
     class_of = np.searchsorted(model.classes, train_labels)[indices]
-    weights = model.params.get("weights", "uniform")
+    rows = np.arange(len(indices))
     accuracies = []
     for k in range(1, k_max + 1):
-        scores = vote(class_of[:, :k], distances[:, :k], len(model.classes), weights)
+        scores = vote(class_of[:, :k], distances[:, :k], len(model.classes), final.weights)
+        if isinstance(final, IDMClassifier):
+            # knn-idm breaks a tie for the nearest neighbour's class, KNNClassifier for the
+            # lower class (argmax).
+            scores[rows, class_of[:, 0]] += 1e-9
         predicted = model.classes[np.argmax(scores, axis=1)]
         accuracies.append(float(np.mean(predicted == labels)))
-    return KCurve(
-        list(range(1, k_max + 1)), accuracies, int(model.params["n_neighbors"]), distances, indices
+    return Curve(
+        "k",
+        list(range(1, k_max + 1)),
+        accuracies,
+        final.n_neighbors,
+        f"Each k is {model.kind} with n_neighbors=k: the vote of the same sorted neighbour "
+        f"lists' first k (one search at k={k_max}, weights={final.weights}).",
+    )
+
+
+HYPERPLANE_WEIGHTS = (0.0, 25.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 500.0)
+
+
+def _weight_curve(model, final, images: np.ndarray, labels: np.ndarray) -> Curve:
+    """knn-idm-hknn's accuracy for several ``hyperplane_weight``: the lowest score of each
+    weight, from one search's two distances (0 is the IDM's nearest neighbour alone)."""
+    _, idm_nearest, hyperplane, _, _ = final.score_parts(images)
+    weights = sorted({*HYPERPLANE_WEIGHTS, float(final.hyperplane_weight)})
+    accuracies = []
+    for weight in weights:
+        scores = final.combine(idm_nearest, hyperplane, weight)
+        accuracies.append(float(np.mean(model.classes[np.argmin(scores, axis=1)] == labels)))
+    return Curve(
+        "hyperplane_weight",
+        weights,
+        accuracies,
+        float(final.hyperplane_weight),
+        "Each value is knn-idm-hknn with that hyperplane_weight: a class's score is its IDM "
+        "distance + weight × its hyperplane distance, lowest wins (0: the IDM's nearest "
+        "neighbour alone).",
     )
 
 
@@ -83,7 +129,6 @@ def build_report(
     data: datasets.Dataset,
     model_path: str = "",
     examples: int = DEFAULT_EXAMPLES,
-    neighbours: int = DEFAULT_NEIGHBOURS,
     k_max: int = DEFAULT_K_MAX,
 ) -> str:
     """The HTML page for ``model`` on ``data``'s test split."""
@@ -94,9 +139,9 @@ def build_report(
             f"the model takes {model.input_shape} images, {data.name} has {data.image_shape}"
         )
     result = evaluate(model, data.X_test, data.y_test, progress=display.showing())
-    k_max = max(k_max, int(model.params.get("n_neighbors", 1)), neighbours)
-    with display.stage("accuracy against k"):
-        curve = knn_curve(model, data.X_test, data.y_test, k_max)
+    k_max = max(k_max, int(model.params.get("n_neighbors", 1)))
+    with display.stage("accuracy against a parameter"):
+        curve = parameter_curve(model, data.X_test, data.y_test, k_max)
 
     title = f"{model.kind} on {data.name}"
     heatmap = plots.confusion_heatmap(
@@ -107,31 +152,31 @@ def build_report(
         _section(
             "Per-class results",
             '<div class="pair">'
-            + _classification_table(result)
-            + _figure(heatmap, "confusion matrix: rows are the true digit, columns the prediction")
+            + _scroll(_classification_table(result))
+            + _figure(
+                heatmap,
+                "confusion matrix: rows are the true digit, columns the prediction",
+                wide=True,
+            )
             + "</div>",
         ),
         _section("Most confused pairs", _confused_pairs(result, data, model.max_value)),
     ]
     if curve is not None:
-        figure = plots.accuracy_against_k(curve.ks, curve.accuracies, curve.model_k)
+        figure = plots.accuracy_against_k(
+            curve.values, curve.accuracies, curve.model_value, parameter=curve.parameter
+        )
         sections.append(
             _section(
-                "Accuracy against k",
-                "<p>Every k re-votes the same neighbour lists: one search at "
-                f"k={curve.ks[-1]}, weights={_e(model.params.get('weights', 'uniform'))}.</p>"
+                f"Accuracy against {curve.parameter}",
+                f"<p>{_e(curve.method)}</p>"
                 + '<div class="pair">'
-                + _figure(figure, "test accuracy for each k")
-                + _k_table(curve)
+                + _figure(figure, f"test accuracy for each {curve.parameter}")
+                + _scroll(_curve_table(curve))
                 + "</div>",
             )
         )
-    sections.append(
-        _section(
-            "Misclassified test images",
-            _gallery(model, data, result, examples, curve, neighbours),
-        )
-    )
+    sections.append(_section("Misclassified test images", _gallery(model, data, result, examples)))
     return _page(f"digitrec report: {title}", "\n".join(sections))
 
 
@@ -143,7 +188,6 @@ def write_report(
     seed: int = 0,
     source: str | Path | None = None,
     examples: int = DEFAULT_EXAMPLES,
-    neighbours: int = DEFAULT_NEIGHBOURS,
     k_max: int = DEFAULT_K_MAX,
 ) -> Path:
     """Load a saved model and its test split (or a subset), write the report atomically."""
@@ -153,7 +197,7 @@ def write_report(
     if test_size is not None:
         data = data.subset(None, test_size, seed)
     with display.stage("writing the report"):
-        page = build_report(model, data, str(model_dir), examples, neighbours, k_max)
+        page = build_report(model, data, str(model_dir), examples, k_max)
     atomic_write_text(Path(output), page)
     return Path(output)
 
@@ -163,6 +207,11 @@ def write_report(
 
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _scroll(table: str) -> str:
+    """A table in a box of its own that scrolls sideways on a narrow screen."""
+    return f'<div class="scroll">{table}</div>'
 
 
 def _section(title: str, body: str) -> str:
@@ -249,35 +298,28 @@ def _confused_pairs(result: Evaluation, data: datasets.Dataset, max_value: int) 
             f"<tr><td class='pairname'>{_e(true)} &rarr; {_e(predicted)}</td>"
             f"<td>{count:,}</td><td class='thumbs'>{thumbs}</td></tr>"
         )
-    return (
+    return _scroll(
         '<table class="confused"><thead><tr><th>true &rarr; predicted</th><th>count</th>'
         f"<th>examples</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
 
 
-def _k_table(curve: KCurve) -> str:
+def _curve_table(curve: Curve) -> str:
     best = int(np.argmax(curve.accuracies))
     rows = []
-    for k, accuracy in zip(curve.ks, curve.accuracies, strict=True):
+    for value, accuracy in zip(curve.values, curve.accuracies, strict=True):
         marks = []
-        if k == curve.model_k:
+        if value == curve.model_value:
             marks.append("model")
-        if k == curve.ks[best]:
+        if value == curve.values[best]:
             marks.append("best")
-        css = "chosen" if k == curve.model_k else ""
-        rows.append(_tr([k, f"{accuracy:.4f}", ", ".join(marks)], css=css))
-    head = _tr(["k", "accuracy", ""], cell="th")
+        css = "chosen" if value == curve.model_value else ""
+        rows.append(_tr([f"{value:g}", f"{accuracy:.4f}", ", ".join(marks)], css=css))
+    head = _tr([curve.parameter, "accuracy", ""], cell="th")
     return f'<table class="ktable"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _gallery(
-    model: models.Model,
-    data: datasets.Dataset,
-    result: Evaluation,
-    examples: int,
-    curve: KCurve | None,
-    neighbours: int,
-) -> str:
+def _gallery(model: models.Model, data: datasets.Dataset, result: Evaluation, examples: int) -> str:
     wrong = np.flatnonzero(result.y_true != result.y_pred)
     if len(wrong) == 0:
         return "<p>No mistakes on this test split.</p>"
@@ -288,41 +330,97 @@ def _gallery(
     # Models without probabilities (svc-rbf, linear-svc) give one-hot rows: a "confidence"
     # of 1 for every mistake says nothing, so it is not shown.
     certain = bool(np.all(confidence == 1.0))
-    train_images = model.training_images() if curve is not None else None
-    train_labels = model.training_labels() if curve is not None else None
+    shown_images = wrong[order]
+    with display.stage("explaining the mistakes"):
+        _, explanations = model.explain(data.X_test[shown_images])
     cards = []
-    for position in order:
-        i = int(wrong[position])
+    for position, i, why in zip(order, shown_images, explanations, strict=True):
         true, predicted = result.y_true[i], result.y_pred[i]
-        card = (
+        cards.append(
             f'<figure class="card">{_img(data.X_test[i], model.max_value, f"test image {i}", 96)}'
             f"<figcaption><span class='true'>true {_e(true)}</span> "
             f"<span class='pred'>predicted {_e(predicted)}</span>"
             f"<span class='sub'>#{i}"
             + ("" if certain else f" &middot; confidence {confidence[position]:.2f}")
             + "</span>"
-            "</figcaption>"
+            "</figcaption>" + _why(why, int(true), model.max_value) + "</figure>"
         )
-        if curve is not None and train_images is not None:
-            near = []
-            for j, distance in zip(
-                curve.indices[i, :neighbours], curve.distances[i, :neighbours], strict=True
-            ):
-                label = train_labels[j]
-                css = "match" if label == true else "miss"
-                near.append(
-                    f'<div class="nb {css}">'
-                    f"{_img(train_images[j], model.max_value, f'training image {j}')}"
-                    f"<span>{_e(label)} &middot; {distance:.0f}</span></div>"
-                )
-            card += (
-                '<div class="neighbours"><div class="sub">nearest training images '
-                f"(label &middot; distance)</div>{''.join(near)}</div>"
-            )
-        cards.append(card + "</figure>")
     order_note = "in test-set order (no probabilities)" if certain else "most confident first"
     shown = f"{len(order)} of {len(wrong):,}" if len(order) < len(wrong) else f"all {len(wrong)}"
-    return f'<p>{shown} mistakes, {order_note}.</p><div class="gallery">{"".join(cards)}</div>'
+    meaning = f'<p class="sub">{_e(explanations[0].meaning)}</p>' if explanations else ""
+    return (
+        f"<p>{shown} mistakes, {order_note}, each with why the model answered so.</p>"
+        f'{meaning}<div class="gallery">{"".join(cards)}</div>'
+    )
+
+
+def _why(why: Explanation, true: int, max_value: int) -> str:
+    """One explanation (:mod:`digitrec.explanation`): its sentence and its evidence."""
+    parts = [f'<p class="why">{_e(why.summary)}</p>']
+    if why.heat is not None and why.image is not None:
+        overlay = png_data_url(heat_overlay(why.image, why.heat, max_value))
+        parts.append(
+            f'<img class="heat" src="{overlay}" width="96" height="96" '
+            f'alt="occlusion map: red where hiding the image lowers {why.answer} most">'
+        )
+    if why.method == "vote":
+        parts.append(
+            _references(
+                f"the {len(why.voters)} that voted (label &middot; {_e(why.distance_name)} "
+                "&middot; weight)",
+                [
+                    (r, [f"{r.label} &middot; {r.distance:.0f}", f"w {r.weight:.3g}"])
+                    for r in why.voters
+                ],
+                true,
+                max_value,
+            )
+        )
+        # A class's nearest is the voter itself when it got a vote.
+        voted = {id(r) for r in why.voters}
+        others = [c.nearest for c in why.classes if c.nearest and id(c.nearest) not in voted]
+        if others:
+            parts.append(
+                _references(
+                    "nearest of the other classes (no vote)",
+                    [(r, [f"{r.label} &middot; {r.distance:.0f}"]) for r in others],
+                    true,
+                    max_value,
+                )
+            )
+    if why.method == "hybrid":
+        parts.append(
+            _references(
+                "each top class's nearest (IDM &middot; hyperplane &middot; score)",
+                [
+                    (
+                        c.nearest,
+                        [
+                            f"{c.label}: {c.nearest.distance:.0f}",
+                            f"h {c.hyperplane:.3g}",
+                            f"s {c.score:.0f}",
+                        ],
+                    )
+                    for c in why.classes
+                ],
+                true,
+                max_value,
+            )
+        )
+    return "".join(parts)
+
+
+def _references(title: str, shown: list, true: int, max_value: int) -> str:
+    """Reference thumbnails, each with its lines of (already escaped) text."""
+    cells = []
+    for reference, lines in shown:
+        css = "match" if reference.label == true else "miss"
+        picture = (
+            "" if reference.image is None else _img(reference.image, max_value, "training image")
+        )
+        text = "".join(f"<span>{line}</span>" for line in lines)
+        cells.append(f'<div class="nb {css}">{picture}{text}</div>')
+    return f'<div class="neighbours"><div class="sub">{title}</div>{"".join(cells)}</div>'
 
 
 # --- images ---------------------------------------------------------------------------------
@@ -332,15 +430,18 @@ def _png_data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _figure(figure, caption: str) -> str:
+def _figure(figure, caption: str, wide: bool = False) -> str:
+    """A matplotlib figure; a ``wide`` one (the heat map, whose numbers must stay readable)
+    keeps a minimum width and scrolls sideways in its own box on a narrow screen."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(figure)
+    css = "chart wide" if wide else "chart"
     return (
-        f'<figure class="chart"><img src="{_png_data_url(buffer.getvalue())}" '
-        f'alt="{_e(caption)}"><figcaption>{_e(caption)}</figcaption></figure>'
+        f'<figure class="{css}"><div class="scroll"><img src="{_png_data_url(buffer.getvalue())}" '
+        f'alt="{_e(caption)}"></div><figcaption>{_e(caption)}</figcaption></figure>'
     )
 
 
@@ -365,7 +466,7 @@ _STYLE = """
 body { margin: 0; background: var(--bg); color: var(--ink);
        font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
 main { max-width: 1180px; margin: 0 auto; padding: 28px 24px 60px; }
-header h1 { font-size: 28px; margin: 0 0 6px; }
+header h1 { font-size: 28px; margin: 0 0 6px; overflow-wrap: anywhere; }
 .meta { color: var(--muted); font-size: 13px; margin: 0 0 18px; word-break: break-word; }
 .tiles { display: flex; flex-wrap: wrap; gap: 12px; }
 .tile { background: #fff; border: 1px solid var(--line); border-radius: 10px;
@@ -378,6 +479,8 @@ section { background: #fff; border: 1px solid var(--line); border-radius: 10px;
           padding: 18px 22px; margin-top: 22px; }
 h2 { font-size: 19px; margin: 0 0 12px; }
 .pair { display: flex; flex-wrap: wrap; gap: 28px; align-items: flex-start; }
+.pair > * { min-width: 0; max-width: 100%; }
+.scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
 th, td { padding: 4px 12px; text-align: right; border-bottom: 1px solid var(--line); }
 th { color: var(--muted); font-weight: 600; font-size: 13px; }
@@ -391,10 +494,12 @@ td.thumbs, table.confused th:last-child { text-align: left; }
 figure { margin: 0; }
 figure.chart { flex: 1 1 420px; max-width: 600px; }
 figure.chart img { width: 100%; height: auto; display: block; }
+figure.chart.wide img { min-width: 460px; }
 figure.chart figcaption { color: var(--muted); font-size: 12px; margin-top: 4px; }
 img.digit { image-rendering: pixelated; border: 1px solid var(--line); border-radius: 4px;
             margin: 2px; background: #fff; vertical-align: middle; }
-.gallery { display: grid; gap: 14px; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); }
+.gallery { display: grid; gap: 14px;
+           grid-template-columns: repeat(auto-fill, minmax(min(300px, 100%), 1fr)); }
 .card { border: 1px solid var(--line); border-radius: 10px; padding: 10px;
         display: flex; flex-wrap: wrap; gap: 10px; align-items: center; }
 .card figcaption { display: flex; flex-direction: column; font-size: 14px; }
@@ -405,6 +510,19 @@ img.digit { image-rendering: pixelated; border: 1px solid var(--line); border-ra
 .nb { display: flex; flex-direction: column; align-items: center; font-size: 11px; }
 .nb.miss span { color: var(--bad); font-weight: 600; }
 .nb.match span { color: var(--good); }
+.nb span { white-space: nowrap; }
+p.why { flex-basis: 100%; margin: 0; font-size: 13px; }
+img.heat { image-rendering: pixelated; border: 1px solid var(--line); border-radius: 4px; }
+@media (max-width: 600px) {
+  main { padding: 12px 8px 40px; }
+  section { padding: 12px 10px; }
+  header h1 { font-size: 22px; }
+  .tile { min-width: 0; flex: 1 1 130px; padding: 8px 10px; }
+  .tile .value { font-size: 20px; }
+  .pair { gap: 14px; }
+  figure.chart { flex-basis: 100%; }
+  th, td { padding: 3px 6px; }
+}
 """
 
 

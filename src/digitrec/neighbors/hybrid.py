@@ -134,29 +134,66 @@ class HybridClassifier(IDMClassifier):
             self.hyperplanes_ = LocalHyperplanes(refs, self._y, len(self.classes_))
         return self
 
-    def _class_scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(n, n_classes)`` scores, lower is better (``inf`` for classes not among the
-        candidates), and the IDM distances and indices of the candidates, sorted."""
+    def _class_parts(
+        self, images: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The two terms of the scores, ``(n, n_classes)`` each: every class's IDM-nearest
+        candidate distance and its local-hyperplane distance (``inf`` for classes not among
+        the candidates; the hyperplane term is 0 when ``hyperplane_weight`` is 0, as it is
+        not computed then), and the IDM distances and indices of the candidates, sorted."""
         n_classes = len(self.classes_)
         parts = []
         for start in range(0, len(images), self.batch_size):
             # Deskewed once for both distances.
             upright = self._upright(images[start : start + self.batch_size])
             dist, idx = self._kneighbors_upright(upright, self.n_candidates)
-            scores = nearest_of_each_class(dist, self._y[idx], n_classes)
+            nearest = nearest_of_each_class(dist, self._y[idx], n_classes)
             if self.hyperplane_weight > 0:
                 hull = self.hyperplanes_.distances(
                     self.scattering_.transform(upright),
                     self.hyperplane_k,
                     self.hyperplane_reg,
-                    np.isfinite(scores),
+                    np.isfinite(nearest),
                 )
-                scores += self.hyperplane_weight * hull
-            parts.append((scores, dist, idx))
+            else:
+                hull = np.where(np.isfinite(nearest), 0.0, np.inf)
+            parts.append((nearest, hull, dist, idx))
         if not parts:
             empty = np.empty((0, self.n_candidates))
-            return np.empty((0, n_classes)), empty, empty.astype(np.int64)
+            none = np.empty((0, n_classes))
+            return none, none, empty, empty.astype(np.int64)
         return tuple(np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+
+    def _class_scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(n, n_classes)`` scores, lower is better (``inf`` for classes not among the
+        candidates), and the IDM distances and indices of the candidates, sorted."""
+        nearest, hull, dist, idx = self._class_parts(images)
+        return self.combine(nearest, hull), dist, idx
+
+    def combine(
+        self,
+        idm_nearest: np.ndarray,
+        hyperplane: np.ndarray,
+        hyperplane_weight: float | None = None,
+    ) -> np.ndarray:
+        """The class scores from their two terms (see :meth:`score_parts`), with this
+        model's ``hyperplane_weight`` or the one given; ``inf`` for classes not among the
+        candidates."""
+        weight = self.hyperplane_weight if hyperplane_weight is None else hyperplane_weight
+        with np.errstate(invalid="ignore"):  # 0 * inf for classes not among the candidates
+            scores = idm_nearest + weight * hyperplane
+        return np.where(np.isfinite(idm_nearest), scores, np.inf)
+
+    def score_parts(
+        self, X: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """What the answer is made of, from one search: ``(proba, idm_nearest, hyperplane,
+        distances, indices)``: :meth:`predict_proba`; each class's IDM distance to its
+        nearest candidate and its local-hyperplane distance, ``(n, n_classes)``, ``inf`` for
+        classes not among the candidates (:meth:`combine` makes them the class scores); and
+        the ``n_candidates`` IDM-nearest training images, ``(n, n_candidates)``, sorted."""
+        nearest, hull, dist, idx = self._class_parts(self._query_images(X))
+        return softmin(self.combine(nearest, hull), self.temperature), nearest, hull, dist, idx
 
     def class_scores(self, X: np.ndarray) -> np.ndarray:
         """``(n, n_classes)`` scores, lower is better: each class's IDM-nearest candidate

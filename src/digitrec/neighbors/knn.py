@@ -20,7 +20,24 @@ from digitrec.neighbors.search import (
     set_threads,
 )
 
-__all__ = ["KNNClassifier", "NeighborIndex", "vote"]
+__all__ = ["KNNClassifier", "NeighborIndex", "vote", "vote_weights"]
+
+
+def vote_weights(
+    distances: np.ndarray, weights: str, neighbor_weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Each neighbour's weight in the vote, ``distances``' shape (see :func:`vote`)."""
+    if weights == "uniform":
+        w = np.ones(distances.shape, dtype=np.float64)
+    else:
+        with np.errstate(divide="ignore"):
+            w = 1.0 / np.asarray(distances, dtype=np.float64)
+        exact_match = np.isinf(w)
+        rows = exact_match.any(axis=1)
+        w[rows] = exact_match[rows]
+    if neighbor_weights is not None:
+        w = w * neighbor_weights
+    return w
 
 
 def vote(
@@ -36,16 +53,7 @@ def vote(
     zero counts only those, as scikit-learn does. ``neighbor_weights`` multiplies each
     neighbour's vote further (the web app counts a user's corrections more).
     """
-    if weights == "uniform":
-        w = np.ones(distances.shape, dtype=np.float64)
-    else:
-        with np.errstate(divide="ignore"):
-            w = 1.0 / distances
-        exact_match = np.isinf(w)
-        rows = exact_match.any(axis=1)
-        w[rows] = exact_match[rows]
-    if neighbor_weights is not None:
-        w = w * neighbor_weights
+    w = vote_weights(distances, weights, neighbor_weights)
     scores = np.zeros((neighbor_labels.shape[0], n_classes), dtype=np.float64)
     np.add.at(scores, (np.arange(len(scores))[:, None], neighbor_labels), w)
     return scores / scores.sum(axis=1, keepdims=True)

@@ -35,8 +35,15 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
+from digitrec.explanation import (
+    Explanation,
+    Reference,
+    distance_meaning,
+    explain_references,
+    vote_explanation,
+)
 from digitrec.models import Model
-from digitrec.neighbors.knn import vote
+from digitrec.neighbors.knn import vote, vote_weights
 from digitrec.neighbors.protocol import Neighbor, ReferenceClassifier
 from digitrec.neighbors.search import NeighborIndex, exact_distances
 from digitrec.persistence.sample_db import SHARED, Sample, SampleError, SampleStore
@@ -530,10 +537,17 @@ class PersonalModel(Model):
         with self.search_context():
             *answer, distances, indices = classifier.answer_and_nearest(features, k)
             nearest = self._nearest_samples(features, k)
+        return self._merge(distances, indices, nearest, k), answer
+
+    def _merge(
+        self, distances: np.ndarray, indices: np.ndarray, nearest: tuple | None, k: int
+    ) -> tuple:
+        """The ``k`` nearest of the training references found and the samples found
+        (:meth:`_nearest_samples`), as :meth:`_search` gives them."""
         if nearest is None:
             none = np.zeros(0, np.int64)
             empty = _Found(none, none, np.zeros(0), none)
-            return (distances, indices, np.zeros(indices.shape, bool), empty), answer
+            return distances, indices, np.zeros(indices.shape, bool), empty
         s_dist, s_pos, found = nearest
         k = min(k, indices.shape[1] + s_dist.shape[1])
         distances = np.concatenate([distances, s_dist], axis=1)
@@ -542,7 +556,7 @@ class PersonalModel(Model):
         order = np.lexsort((indices, distances), axis=1)[:, :k]
         distances = np.take_along_axis(distances, order, axis=1)
         indices = np.take_along_axis(indices, order, axis=1)
-        return (distances, indices, indices >= self.n_training, found), answer
+        return distances, indices, indices >= self.n_training, found
 
     def neighbors(self, images: np.ndarray, k: int | None = None):
         """Distances and indices of the nearest references; indices past the training set
@@ -557,11 +571,43 @@ class PersonalModel(Model):
         """The nearest references of each image, with their labels and pictures."""
         return self._as_neighbors(*self._search(images, k or self.n_neighbors))
 
-    def explain(self, images: np.ndarray) -> tuple[np.ndarray, list[list[Neighbor]]]:
-        """:meth:`predict_proba` and :meth:`nearest` from one search: the answer and the
-        references that voted for it."""
-        proba, found = self._answer(*self._search_and_answer(images, self.n_neighbors))
-        return proba, self._as_neighbors(*found)
+    def explain(self, images: np.ndarray) -> tuple[np.ndarray, list[Explanation]]:
+        """:meth:`predict_proba` and, per image, why, from one search: the model's own
+        explanation (:mod:`digitrec.explanation`) wherever no sample is among the
+        neighbours, else the merged neighbours' vote with each one's weight."""
+        k = self.n_neighbors
+        features = self.references.features(images)
+        classifier = self.references.classifier
+        with self.search_context():
+            own = explain_references(classifier, features, self.base.training_images(), self.params)
+            nearest = self._nearest_samples(features, k)
+        found = self._merge(own.distances, own.indices, nearest, k)
+        touched = found[2].any(axis=1)
+        if not touched.any():
+            return own.proba, own.explanations
+        proba = own.proba.copy()
+        proba[touched] = self._vote(*found)[touched]
+        explanations = list(own.explanations)
+        distances, _, from_sample, _ = found
+        weights = vote_weights(
+            distances, self.references.weights, np.where(from_sample, self.sample_weight, 1.0)
+        )
+        meaning = (
+            f"{distance_meaning(classifier, self.params)} A correction you stored counts "
+            f"{self.sample_weight:g} times a training image."
+        )
+        params = {**self.params, "weights": self.references.weights}
+        for row in np.flatnonzero(touched):
+            refs = self._as_neighbors(*(part[row : row + 1] for part in found[:3]), found[3])[0]
+            explanations[row] = vote_explanation(
+                [Reference(n.label, n.distance, n.image, n.sample_id) for n in refs],
+                weights[row],
+                proba[row],
+                self.classes,
+                meaning,
+                params,
+            )
+        return proba, explanations
 
     def _as_neighbors(self, distances, indices, from_sample, samples) -> list[list[Neighbor]]:
         training = self.base.training_images()

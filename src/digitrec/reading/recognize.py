@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 
 from digitrec.errors import ImageError
+from digitrec.explanation import Explanation
 from digitrec.models import Model
-from digitrec.neighbors.protocol import Neighbor
 from digitrec.reading.framing import TILE, to_mnist_tile
 from digitrec.reading.line_direction import MIN_ANGLE, level, line_angle
 from digitrec.reading.segment import Segmentation, segment
@@ -35,8 +35,8 @@ class DigitReading:
     probabilities: list[float]
     box: tuple[int, int, int, int]  # x, y, width, height in the original image
     tile: np.ndarray  # the 28x28 MNIST-style tile the model saw
-    # The references behind the answer, when asked for (``explain``) and the model has them.
-    neighbors: list[Neighbor] = field(default_factory=list)
+    # Why the model answered so, when asked for (``explain``).
+    explanation: Explanation | None = None
 
     def to_json(self) -> dict:
         return {
@@ -217,8 +217,8 @@ def read_images(
     could not be loaded) is passed through as that reading's ``failure``.
 
     ``one_digit`` takes all the ink of each image as one digit (labelled folders hold one
-    digit per file). ``explain`` adds to each digit the references behind its answer, for
-    models that have them (:meth:`~digitrec.models.Model.explain`). With ``isolate_errors``
+    digit per file). ``explain`` adds to each digit why the model answered so
+    (:meth:`~digitrec.models.Model.explain`). With ``isolate_errors``
     an exception while segmenting one image becomes that reading's ``failure`` instead of
     stopping the others. ``model_context`` is entered around the one model call (a server
     runs its searches one at a time).
@@ -298,10 +298,10 @@ def read_tiles(
     inputs = tiles_to_model_input(tiles, model)
     with model_context():
         if explain:
-            probabilities, nearest = model.explain(inputs)
+            probabilities, explanations = model.explain(inputs)
         else:
-            probabilities, nearest = model.predict_proba(inputs), [[] for _ in tiles]
+            probabilities, explanations = model.predict_proba(inputs), [None for _ in tiles]
     digits = _readings_of(probabilities, model.classes, tiles, boxes)
-    for digit, neighbors in zip(digits, nearest, strict=True):
-        digit.neighbors = neighbors
+    for digit, explanation in zip(digits, explanations, strict=True):
+        digit.explanation = explanation
     return digits

@@ -60,9 +60,9 @@ from digitrec.data.images import (
     load_image,
 )
 from digitrec.errors import DigitrecError, ImageError
+from digitrec.explanation import Reference
 from digitrec.models import Model
 from digitrec.neighbors.personal import PersonalModel, learns_from_samples
-from digitrec.neighbors.protocol import Neighbor
 from digitrec.neighbors.search import numba_threads
 from digitrec.persistence.sample_db import (
     Sample,
@@ -97,6 +97,35 @@ class NeighborOut(BaseModel):
     sample_id: int | None = Field(description="the stored sample, or null for a training image")
 
 
+class ReferenceOut(BaseModel):
+    label: int
+    distance: float | None = Field(description="the model's distance to it (see meaning)")
+    weight: float | None = Field(description="its weight in the vote, for models that vote")
+    sample_id: int | None
+    image: str | None = Field(description="data: URL of a PNG")
+
+
+class ClassOut(BaseModel):
+    label: int
+    nearest: ReferenceOut | None = Field(description="its nearest reference")
+    vote: float | None = Field(description="its share of the vote (kNN models)")
+    hyperplane: float | None = Field(description="knn-idm-hknn: its hyperplane distance")
+    score: float | None = Field(description="knn-idm-hknn: IDM + weight x hyperplane; lowest wins")
+
+
+class ExplanationOut(BaseModel):
+    """Why the model answered so, from what it used to decide (digitrec.explanation)."""
+
+    method: str = Field(description='"vote", "hybrid" or "occlusion"')
+    answer: int
+    summary: str = Field(description="one sentence on why the answer won")
+    meaning: str = Field(description="what the distances mean, in words")
+    distance_name: str = Field(description='"distance" or "IDM distance"')
+    voters: list[ReferenceOut] = Field(description="the references that voted")
+    classes: list[ClassOut] = Field(description="the best classes, best first")
+    heatmap: str | None = Field(description="occlusion: data: URL of the tile with its heat")
+
+
 class DigitOut(BaseModel):
     digit: int
     probability: float
@@ -104,7 +133,10 @@ class DigitOut(BaseModel):
     box: list[int] = Field(description="x, y, width, height in the image")
     confidence: float = Field(description="the model's probability of its answer")
     tile: str = Field(description="data: URL of the 28x28 PNG tile the model saw")
-    neighbors: list[NeighborOut] = Field(description="kNN models: the nearest references")
+    neighbors: list[NeighborOut] = Field(
+        description="kNN models: the references shown in the explanation"
+    )
+    explanation: ExplanationOut | None
 
 
 class ImageSize(BaseModel):
@@ -359,11 +391,13 @@ class Service:
         body = reading.to_json()
         for out, digit in zip(body["digits"], reading.digits, strict=True):
             out["tile"] = png_data_url(digit.tile)
-            out["neighbors"] = self._neighbors_json(digit.neighbors)
+            explained = digit.explanation
+            out["neighbors"] = self._neighbors_json(explained.references if explained else [])
+            out["explanation"] = explained.to_json(self.base.max_value) if explained else None
         body["image"] = {"width": int(image.shape[1]), "height": int(image.shape[0])}
         return body
 
-    def _neighbors_json(self, neighbors: list[Neighbor]) -> list[dict[str, Any]]:
+    def _neighbors_json(self, neighbors: list[Reference]) -> list[dict[str, Any]]:
         scale = 255.0 / self.base.max_value
         return [
             {

@@ -405,31 +405,7 @@ function digitCard(digit, index, count, source) {
   });
   card.append(bars);
 
-  if (digit.neighbors.length) {
-    const list = el("ul", { class: "neighbors" });
-    for (const n of digit.neighbors) {
-      const fromSample = n.sample_id !== null;
-      const what = fromSample ? `your sample: ${n.label}` : `training image: ${n.label}`;
-      list.append(
-        el(
-          "li",
-          { class: fromSample ? "from-sample" : "" },
-          el("img", { src: n.image, alt: what }),
-          el("span", { text: `${n.label} · ${n.distance.toFixed(0)}` }),
-          fromSample ? el("br") : null,
-          fromSample ? el("span", { text: "yours" }) : null,
-        ),
-      );
-    }
-    card.append(
-      el(
-        "details",
-        { class: "why" },
-        el("summary", { text: "Why this answer: the nearest examples (label · distance)" }),
-        list,
-      ),
-    );
-  }
+  if (digit.explanation) card.append(whyPanel(digit.explanation));
 
   card.append(
     source.device
@@ -437,6 +413,97 @@ function digitCard(digit, index, count, source) {
       : correctionForm(digit, index),
   );
   return card;
+}
+
+// Why the model answered so (the server's digitrec.explanation): one sentence, the evidence
+// the model decided on, and what its numbers mean.
+function whyPanel(why) {
+  const body = [el("p", { class: "why-summary", text: why.summary })];
+  if (why.method === "occlusion" && why.heatmap) {
+    body.push(
+      el(
+        "figure",
+        { class: "heat" },
+        el("img", { src: why.heatmap, alt: `Occlusion map: the parts ${why.answer} relied on, in red` }),
+        el("figcaption", { text: "red: hiding it lowers the answer most" }),
+      ),
+    );
+  }
+  // "IDM distance" is shown as "IDM", a plain distance as "dist".
+  const short = why.distance_name === "IDM distance" ? "IDM" : "dist";
+  if (why.method === "vote") {
+    body.push(
+      el("p", {
+        class: "why-head",
+        text: `The ${why.voters.length} that voted (label, ${why.distance_name}, vote weight):`,
+      }),
+      referenceList(why.voters, (r) => [`${short} ${distance(r.distance)}`, `vote ${weight(r.weight)}`]),
+    );
+    const shown = new Set(why.voters.map((r) => r.image));
+    const others = why.classes.filter((c) => c.nearest && !shown.has(c.nearest.image));
+    if (others.length) {
+      body.push(
+        el("p", { class: "why-head", text: "Nearest of the other classes (no vote):" }),
+        referenceList(others.map((c) => c.nearest), (r) => [`${short} ${distance(r.distance)}`]),
+      );
+    }
+    const votes = why.classes.filter((c) => c.vote > 0).map((c) => `${c.label}: ${percent(c.vote)}`);
+    body.push(el("p", { class: "why-votes", text: `Vote: ${votes.join(" · ")}` }));
+  }
+  if (why.method === "hybrid") {
+    body.push(
+      el("p", { class: "why-head", text: "Best classes, lowest score first; each with its nearest training image:" }),
+      referenceList(
+        why.classes.map((c) => ({ ...c.nearest, hyperplane: c.hyperplane, score: c.score })),
+        (r) => [
+          `score ${distance(r.score)}`,
+          `IDM distance ${distance(r.distance)}`,
+          `hyperplane distance ${distance(r.hyperplane)}`,
+        ],
+        "neighbors rows",
+      ),
+    );
+  }
+  body.push(el("p", { class: "why-meaning", text: why.meaning }));
+  return el(
+    "details",
+    { class: "why" },
+    el("summary", { text: `Why ${why.answer}?` }),
+    ...body,
+  );
+}
+
+function distance(value) {
+  if (value === null || value === undefined) return "–";
+  return Math.abs(value) >= 100 ? value.toFixed(0) : value.toPrecision(3);
+}
+
+function weight(value) {
+  if (value === null || value === undefined) return "–";
+  return Number.isInteger(value) ? String(value) : value.toPrecision(2);
+}
+
+// References as thumbnails, each with its label and the lines `describe` gives for it.
+function referenceList(references, describe, css = "neighbors") {
+  const list = el("ul", { class: css });
+  for (const r of references) {
+    const fromSample = r.sample_id !== null && r.sample_id !== undefined;
+    const what = fromSample ? `your sample: ${r.label}` : `training image: ${r.label}`;
+    list.append(
+      el(
+        "li",
+        { class: fromSample ? "from-sample" : "" },
+        r.image ? el("img", { src: r.image, alt: what }) : null,
+        el(
+          "div",
+          {},
+          el("strong", { text: fromSample ? `${r.label} (yours)` : String(r.label) }),
+          ...describe(r).map((line) => el("span", { text: line })),
+        ),
+      ),
+    );
+  }
+  return list;
 }
 
 function correctionForm(digit, index) {
