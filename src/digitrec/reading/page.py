@@ -3,6 +3,9 @@ every digit, and a verdict per number on whether a person should check it."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+
 import numpy as np
 
 from digitrec.models import Model
@@ -17,7 +20,7 @@ from digitrec.reading.layout import (
     find_layout,
     original_box,
 )
-from digitrec.reading.recognize import DigitReading, Field, Reading, read_image, read_tiles
+from digitrec.reading.recognize import DigitReading, Field, Reading, read_images, read_tiles
 
 LAYOUTS = ("auto", "number", "lines", "table")
 # The shortest digit of a number is at least this share of the tallest's height.
@@ -37,22 +40,29 @@ def read_page(
     *,
     layout: str = "auto",
     min_confidence: float = MIN_CONFIDENCE,
+    explain: bool = False,
+    model_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> Reading:
     """Read ``image`` (uint8 greyscale) as a page of numbers.
 
     ``layout`` is ``number`` (every digit as one number, as :func:`read_image`), ``lines``
     (lines of fields), ``table`` (lines of fields aligned into columns) or ``auto`` (lines;
-    one number reads as one number).
+    one number reads as one number). ``explain`` and ``model_context`` are as in
+    :func:`~digitrec.reading.recognize.read_images`.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
     if layout == "number" or image.shape == (TILE, TILE):
         # A 28x28 image is one MNIST-style digit (a canvas, a dataset tile), framed as is.
-        return read_image(model, image)
+        (reading,) = read_images(model, [image], explain=explain, model_context=model_context)
+        return reading
     found = find_layout(image)
     if found.diagnosis:
         return Reading(diagnosis=found.diagnosis)
-    lines = [_read_line(model, found, line, image.shape, min_confidence) for line in found.lines]
+    lines = [
+        _read_line(model, found, line, image.shape, min_confidence, explain, model_context)
+        for line in found.lines
+    ]
     if layout == "table":
         for line, line_columns in zip(lines, columns(found), strict=True):
             for f, column in zip(line, line_columns, strict=True):
@@ -62,7 +72,13 @@ def read_page(
 
 
 def _read_line(
-    model: Model, found: Layout, line: LineLayout, shape: tuple[int, ...], min_confidence: float
+    model: Model,
+    found: Layout,
+    line: LineLayout,
+    shape: tuple[int, ...],
+    min_confidence: float,
+    explain: bool,
+    model_context: Callable[[], contextlib.AbstractContextManager],
 ) -> list[Field]:
     """The fields of one line, their digits read by the model."""
     digit_items = [item for item in line.items if item.kind == "digit"]
@@ -72,7 +88,7 @@ def _read_line(
         else np.zeros((0, TILE, TILE), np.uint8)
     )
     boxes = [original_box(found, item.box, shape) for item in digit_items]
-    readings = iter(read_tiles(model, tiles, boxes))
+    readings = iter(read_tiles(model, tiles, boxes, explain, model_context))
     read = {id(item): next(readings) for item in digit_items}
     fields = []
     for members in line.fields:
