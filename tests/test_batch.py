@@ -293,7 +293,7 @@ def test_a_rerun_with_another_chunk_size_refuses_to_mix_parts(model_dir, images,
             model_dir, images, out, scheduler="none", chunk_size=CHUNK, progress=False,
             on_chunk=hook,
         )
-    with pytest.raises(DigitrecError, match="different model, input or chunk size"):
+    with pytest.raises(DigitrecError, match="different model, input, layout or chunk size"):
         batch.predict_batch(
             model_dir, images, out, scheduler="none", chunk_size=CHUNK + 1, progress=False
         )
