@@ -31,7 +31,7 @@ import sys
 import time
 
 import numpy as np
-from real_world import SETS, SIZE_SHARE, load_or_train
+from real_world import GENERATED_SETS, SIZE_SHARE, load_or_train
 from tqdm import tqdm
 
 from digitrec.data.images import load_image
@@ -93,8 +93,8 @@ def confidence_sets(model, seed: int, count: int, threshold: float):
     single-number sets, read with the default layout."""
     numbers, digits, exact = [], [], {}
     for offset, name in enumerate(("photos", "numbers", "drawings"), start=1):
-        items = SETS[name](seed + offset, max(1, round(count * SIZE_SHARE[name])))
-        for index, (data, label) in enumerate(tqdm(items, desc=name, unit="image")):
+        items = GENERATED_SETS[name](seed + offset, max(1, round(count * SIZE_SHARE[name])))
+        for index, (data, label, _writer) in enumerate(tqdm(items, desc=name, unit="image")):
             image = load_image(data, name=f"{name}-{index}")
             reading = read_page(model, image, min_confidence=threshold)
             fields = [f for line in reading.lines for f in line]

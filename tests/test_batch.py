@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_digitrec
 from PIL import Image
 
 pytest.importorskip("distributed")
@@ -24,7 +25,9 @@ from digitrec import models  # noqa: E402
 from digitrec.apps import batch  # noqa: E402
 from digitrec.data.images import load_image  # noqa: E402
 from digitrec.errors import DatasetError, DigitrecError, ParameterError  # noqa: E402
+from digitrec.reading.page import read_page  # noqa: E402
 from digitrec.reading.recognize import read_image  # noqa: E402
+from digitrec.testing import pages  # noqa: E402
 
 N_TILES = 280
 N_STRIPS = 24
@@ -280,9 +283,9 @@ def test_an_interrupted_run_resumes_without_redoing_finished_chunks(
     computed = []
     real = batch.predict_chunk
 
-    def counting(model, chunk):
+    def counting(model, chunk, **reading):
         computed.append(chunk.index)
-        return real(model, chunk)
+        return real(model, chunk, **reading)
 
     monkeypatch.setattr(batch, "predict_chunk", counting)
     summary = batch.predict_batch(
@@ -322,7 +325,7 @@ def test_a_rerun_with_another_chunk_size_refuses_to_mix_parts(model_dir, images,
             model_dir, images, out, scheduler="none", chunk_size=CHUNK, progress=False,
             on_chunk=hook,
         )
-    with pytest.raises(DigitrecError, match="different model, input or chunk size"):
+    with pytest.raises(DigitrecError, match="different model, input, layout or chunk size"):
         batch.predict_batch(
             model_dir, images, out, scheduler="none", chunk_size=CHUNK + 1, progress=False
         )
@@ -386,6 +389,137 @@ def test_the_command_line_reports_a_bad_output_name_in_one_line(model_dir, image
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"error: output {workdir / 'out.xlsx'} must end in .parquet, .pq or .csv"
+    ]
+
+
+# Tuning seeds: a two-line plain table, a signed table, a plain list of three lines.
+PAGE_SEEDS = (5004, 5005, 5001)
+FIELD_HEADER = (
+    "path,line,field,column,text,confidence,needs_review,box,diagnosis,error,path_bytes"
+)
+
+
+@pytest.fixture(scope="module")
+def page_folder(workdir) -> Path:
+    """Generated photos of tables and lists of numbers, a blank page and a broken file."""
+    folder = workdir / "pages"
+    folder.mkdir()
+    for seed in PAGE_SEEDS:
+        (folder / f"page-{seed}.jpg").write_bytes(pages.page(seed).data)
+    Image.fromarray(np.full((60, 90), 250, np.uint8)).save(folder / "blank.png")
+    (folder / "junk.png").write_bytes(b"this is not an image at all")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def field_rows(model_dir, page_folder, workdir) -> dict[str, list[dict]]:
+    """``predict-batch --layout table`` through the command line, to CSV and to Parquet."""
+    found = {}
+    for name in ("fields.csv", "fields.parquet"):
+        out = workdir / name
+        done = run_digitrec(
+            "predict-batch", model_dir, page_folder, "-o", out, "--layout", "table",
+            "--scheduler", "none", "--chunk-size", "2", "--json",
+        )
+        assert done.returncode == 0, done.stderr
+        summary = json.loads(done.stdout)
+        assert summary["images"] == len(PAGE_SEEDS) + 2 and summary["errors"] == 1
+        found[name] = batch.read_output(out)
+        assert summary["rows"] == len(found[name])
+    return found
+
+
+def test_a_page_layout_writes_one_row_per_field_as_read_page_reads_it(
+    field_rows, model_dir, page_folder
+):
+    rows = field_rows["fields.parquet"]
+    model = models.load(model_dir)
+    for seed in PAGE_SEEDS:
+        path = str(page_folder / f"page-{seed}.jpg")
+        reading = read_page(model, load_image(path), layout="table")
+        expected = [
+            {
+                "line": i, "field": j, "column": f.column, "text": f.text,
+                "confidence": round(f.confidence, 4), "needs_review": f.needs_review,
+                "box": list(f.box), "diagnosis": f.diagnosis,
+            }
+            for i, line in enumerate(reading.lines)
+            for j, f in enumerate(line)
+        ]
+        got = [
+            {**{k: row[k] for k in expected[0] if k != "box"}, "box": json.loads(row["box"])}
+            for row in rows
+            if row["path"] == path
+        ]
+        assert got == expected
+        # The generated page's own shape: as many lines, as many numbers on each.
+        assert [len(line) for line in reading.lines] == [
+            len(line) for line in pages.page(seed).lines
+        ]
+
+
+def test_a_page_with_nothing_or_a_broken_file_is_still_one_row(field_rows):
+    rows = field_rows["fields.csv"]
+    blank = [row for row in rows if row["path"].endswith("blank.png")]
+    junk = [row for row in rows if row["path"].endswith("junk.png")]
+    assert len(blank) == 1 and blank[0]["line"] is None and blank[0]["diagnosis"]
+    assert blank[0]["error"] is None
+    assert len(junk) == 1 and junk[0]["line"] is None and "junk.png" in junk[0]["error"]
+
+
+def test_field_rows_are_the_same_in_csv_and_parquet(field_rows, workdir):
+    assert field_rows["fields.csv"] == field_rows["fields.parquet"]
+    assert (workdir / "fields.csv").read_text().splitlines()[0].replace('"', "") == FIELD_HEADER
+
+
+def test_a_page_run_on_the_cluster_gives_the_same_rows(
+    cluster, model_dir, page_folder, workdir, field_rows
+):
+    out = workdir / "fields-dask.parquet"
+    batch.predict_batch(
+        model_dir, page_folder, out, scheduler=cluster.scheduler_address, chunk_size=2,
+        progress=False, layout="table",
+    )
+    assert batch.read_output(out) == field_rows["fields.parquet"]
+
+
+def test_an_interrupted_page_run_resumes_by_images_not_rows(
+    model_dir, page_folder, workdir, field_rows
+):
+    out = workdir / "fields-resumed.parquet"
+    hook, finished = _stop_after(1)
+    with pytest.raises(Interrupted):
+        batch.predict_batch(
+            model_dir, page_folder, out, scheduler="none", chunk_size=2, progress=False,
+            on_chunk=hook, layout="table",
+        )
+    summary = batch.predict_batch(
+        model_dir, page_folder, out, scheduler="none", chunk_size=2, progress=False,
+        layout="table",
+    )
+    assert summary.reused_chunks == 1 and summary.computed == len(PAGE_SEEDS) + 2 - 2
+    assert batch.read_output(out) == field_rows["fields.parquet"]
+    # Another layout is another run: its parts are never mixed in.
+    hook, _ = _stop_after(1)
+    with pytest.raises(Interrupted):
+        batch.predict_batch(
+            model_dir, page_folder, out, scheduler="none", chunk_size=2, progress=False,
+            on_chunk=hook, layout="lines",
+        )
+    with pytest.raises(DigitrecError, match="layout"):
+        batch.predict_batch(
+            model_dir, page_folder, out, scheduler="none", chunk_size=2, progress=False,
+            layout="table",
+        )
+
+
+def test_an_unknown_layout_is_one_error_line(model_dir, page_folder, workdir):
+    done = run_digitrec(
+        "predict-batch", model_dir, page_folder, "-o", workdir / "x.csv", "--layout", "grid"
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: unknown layout 'grid'; choose from auto, number, lines, table"
     ]
 
 

@@ -132,3 +132,31 @@ def test_generated_pages_are_deterministic():
     first, again = pages.page(5000), pages.page(5000)
     assert first.data == again.data and first.lines == again.lines
     assert not set(pages.TUNING_SEEDS) & set(pages.HELD_OUT_SEEDS)
+
+
+def _without_its_mark(text: str, font, gap: float | None = None) -> np.ndarray:
+    """``text`` written with its point or comma rubbed out (as a faint pen or a speck
+    filter loses it); with ``gap``, the blank columns where it was narrowed to that many
+    digit heights."""
+    image = _number(text, font)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((image < 128).astype(np.uint8))
+    mark = 1 + int(np.argmin(stats[1:, cv2.CC_STAT_AREA]))
+    left = stats[mark, cv2.CC_STAT_LEFT]
+    image[labels == mark] = 255
+    if gap is None:
+        return image
+    inked = np.flatnonzero((image < 128).any(axis=0))
+    before, after = inked[inked < left].max() + 1, inked[inked > left].min()
+    height = np.median(stats[1:, cv2.CC_STAT_HEIGHT])
+    keep = int(gap * height)
+    return np.delete(image, np.arange(before + keep, after), axis=1)
+
+
+@pytest.mark.parametrize(("text", "gap"), [("3.5", 0.65), ("63.58", 0.9), ("1,250", 0.85)])
+def test_a_number_whose_point_or_comma_is_lost_is_flagged(model, font, text, gap):
+    reading = read_page(model, _without_its_mark(text, font, gap))
+    fields = [f for line in reading.lines for f in line]
+    # Every digit is read, and nothing else: no mark is invented in the lost one's place.
+    assert sum(len(f.digits) for f in fields) == sum(ch.isdigit() for ch in text)
+    assert not any(ch in ".,-" for f in fields for ch in f.text)
+    assert all(f.needs_review and "point or comma" in f.diagnosis for f in fields)

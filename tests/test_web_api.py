@@ -17,8 +17,9 @@ from digitrec.apps.web.app import create_app
 from digitrec.data.images import load_image
 from digitrec.errors import ModelFileError
 from digitrec.persistence.sample_db import SampleStore, database_path
+from digitrec.reading.page import read_page
 from digitrec.reading.recognize import read_image
-from digitrec.testing import synthetic
+from digitrec.testing import pages, synthetic
 
 # Small limits, so the tests send kilobytes, not the default megabytes.
 MAX_IMAGE_BYTES = 200_000
@@ -176,6 +177,55 @@ def test_predict_multipart_photo_gives_a_box_per_digit(client):
         assert x >= 0 and x + w <= width and y >= 0 and y + h <= height
         assert len(digit["probabilities"]) == 10
         assert abs(sum(digit["probabilities"]) - 1) < 1e-3
+
+
+def _table_photo(lines: list[list[str]]) -> bytes:
+    """A generated photo-like PNG of a table of numbers, dark ink on white."""
+    font = synthetic.handwriting_fonts()[0]
+    ink = pages.page_ink(lines, True, font, np.random.default_rng(0), "close", 60)
+    return png(255 - np.rint(np.pad(ink, 40) * 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("how", ["multipart", "json"])
+def test_a_table_layout_gives_the_page_lines_and_columns_with_neighbours(client, knn, how):
+    image = _table_photo([["77", "17"], ["11", "71"]])
+    if how == "multipart":
+        response = client.post(
+            "/api/predict", files={"file": ("t.png", image, "image/png")}, data={"layout": "table"}
+        )
+    else:
+        response = client.post("/api/predict", json={"image": data_url(image), "layout": "table"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    expected = read_page(knn, load_image(image), layout="table").to_json()
+    assert body["text"] == expected["text"] and body["lines"] == expected["lines"]
+    assert [[f["column"] for f in line] for line in body["lines"]] == [[0, 1], [0, 1]]
+    # The page's digits still carry what the page shows beside them.
+    assert len(body["digits"]) == 8 and all(len(d["neighbors"]) == 3 for d in body["digits"])
+
+
+def test_without_a_layout_an_image_is_one_number_as_before(client):
+    response = client.post("/api/predict", json={"image": data_url(_table_photo([["12"], ["34"]]))})
+    assert response.status_code == 200 and response.json()["lines"] == []
+
+
+@pytest.mark.parametrize("how", ["multipart", "json"])
+def test_an_unknown_layout_is_422(client, seven, how):
+    if how == "multipart":
+        response = client.post(
+            "/api/predict", files={"file": ("s.png", seven, "image/png")}, data={"layout": "grid"}
+        )
+    else:
+        response = client.post("/api/predict", json={"image": data_url(seven), "layout": 3})
+    assert_problem(response, 422, "layout must be one of auto, number, lines, table")
+
+
+def test_openapi_documents_the_layout_choice(client):
+    body = client.get("/openapi.json").json()["paths"]["/api/predict"]["post"]["requestBody"]
+    for media_type in ("multipart/form-data", "application/json"):
+        layout = body["content"][media_type]["schema"]["properties"]["layout"]
+        assert layout["enum"] == ["auto", "number", "lines", "table"]
+        assert layout["default"] == "number"
 
 
 def test_a_blank_image_is_read_as_nothing_with_a_reason(client):

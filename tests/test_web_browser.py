@@ -6,6 +6,7 @@ Screenshots go to ``$DIGITREC_SCREENSHOTS`` if set, else to a pytest temporary d
 
 from __future__ import annotations
 
+import csv
 import io
 from collections.abc import Iterator
 
@@ -16,7 +17,7 @@ from conftest import serving
 from PIL import Image
 
 from digitrec import models
-from digitrec.testing import synthetic
+from digitrec.testing import pages, synthetic
 
 PHONE = {"width": 360, "height": 740}
 DESKTOP = {"width": 1280, "height": 800}
@@ -244,3 +245,78 @@ def test_the_page_fits_phone_and_desktop_widths(browser, server, screenshots, vi
     finally:
         view.close()
         clear_samples(server)
+
+
+def table_photo(lines: list[list[str]], seed: int = 0) -> bytes:
+    """A generated phone photo of a handwritten table of numbers."""
+    rng = np.random.default_rng(seed)
+    font = synthetic.handwriting_fonts()[0]
+    ink = pages.page_ink(lines, True, font, rng, "spaced", 48)
+    return synthetic.photo_of_ink(ink, rng, height=48, shadow=0.0)
+
+
+@pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["360x740", "1280x800"])
+def test_a_table_photo_shows_its_grid_and_downloads_it_as_csv(
+    browser, server, screenshots, viewport
+):
+    photo = table_photo([["77", "17"], ["11", "71"]])
+    view = Page(browser, server, viewport)
+    try:
+        page = view.page
+        page.select_option("#layout", "table")
+        page.set_input_files(
+            "#photo-input", files=[{"name": "table.jpg", "mimeType": "image/jpeg", "buffer": photo}]
+        )
+        page.wait_for_selector("#page-view:not([hidden]) table.grid")
+        cells = page.locator("table.grid tr").evaluate_all(
+            "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+        )
+        assert cells == [["77", "17"], ["11", "71"]]
+        assert page.locator("table.grid .field.review").count() == 0
+        assert view.no_horizontal_overflow()
+        name = f"{viewport['width']}x{viewport['height']}"
+        page.screenshot(path=screenshots / f"table-{name}.png", full_page=True)
+        with page.expect_download() as download:
+            page.click("#download-csv")
+        assert download.value.suggested_filename == "numbers.csv"
+        with open(download.value.path(), encoding="utf-8") as handle:
+            assert handle.read() == "77,17\n11,71\n"
+        assert view.errors == []
+    finally:
+        view.close()
+
+
+def test_a_flagged_number_is_marked_with_its_reason_and_its_comma_kept_in_the_csv(
+    desktop, server
+):
+    photo = table_photo([["1,250", "17"], ["11", "71"]], seed=1)
+    expected = httpx.post(
+        f"{server}/api/predict", files={"file": ("t.jpg", photo)}, data={"layout": "lines"}
+    ).json()
+    page = desktop.page
+    page.select_option("#layout", "lines")
+    page.set_input_files(
+        "#photo-input", files=[{"name": "t.jpg", "mimeType": "image/jpeg", "buffer": photo}]
+    )
+    page.wait_for_selector("#page-view:not([hidden]) ol.lines")
+    shown = page.locator("ol.lines li").evaluate_all(
+        "lines => lines.map(l => [...l.querySelectorAll('.field')].map(f => f.textContent))"
+    )
+    assert shown == [[f["text"] for f in line] for line in expected["lines"]]
+    flagged = [f for line in expected["lines"] for f in line if f["needs_review"]]
+    assert page.locator(".field.review").count() == len(flagged)
+    assert page.locator("#page-checks li").count() == len(flagged)
+    for f in flagged:
+        assert f["diagnosis"] in page.inner_text("#page-checks")
+    with page.expect_download() as download:
+        page.click("#download-csv")
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(
+        [[f["text"] for f in line] for line in expected["lines"]]
+    )
+    with open(download.value.path(), encoding="utf-8") as handle:
+        assert handle.read() == buffer.getvalue()
+    # Another choice reads the same photo again: one number has no lines to show.
+    page.select_option("#layout", "number")
+    page.wait_for_selector("#page-view[hidden]", state="attached")
+    assert desktop.errors == []

@@ -9,10 +9,20 @@ are combined, in input order, into OUTPUT (Parquet or CSV) in one atomic rename.
 
 A bad image becomes a row with its error; only a broken model or cluster stops the job.
 
-Columns: ``path``, ``text`` (the digits read, left to right), ``digits`` (JSON list of
+Columns, with ``layout="number"`` (every image one number; the default): ``path``,
+``text`` (the digits read, left to right), ``digits`` (JSON list of
 ``{"digit", "probability", "box"}``), ``probabilities`` (JSON list, per digit, of the ten
 class probabilities), ``diagnosis`` (why nothing was read from a readable image, such as
 "no ink found"), ``error`` (why the image could not be read) and ``path_bytes``.
+
+With any other layout (``auto``, ``lines``, ``table``: each image read as a page, see
+:func:`digitrec.reading.page.read_page`) there is one row per field (number) instead:
+``path``, ``line`` and ``field`` (0-based: the line on the page, top to bottom, and the
+field in its line, left to right), ``column`` (the table column, ``table`` only), ``text``
+(e.g. ``-4``, ``3.5``), ``confidence`` (the product of its digits'), ``needs_review``,
+``box`` (JSON ``[x, y, width, height]``), ``diagnosis`` (why it needs review, or why
+nothing was read from the image), ``error`` and ``path_bytes``. An image with no field
+(nothing read, or an error) still gets one row, with ``line`` and ``field`` empty.
 
 A file name that is not valid UTF-8 (possible on Linux) cannot be written as text: ``path``
 shows it with each undecodable byte as ``\\xNN``, and ``path_bytes`` holds the name's exact
@@ -23,6 +33,7 @@ other name ``path_bytes`` is empty.
 from __future__ import annotations
 
 import base64
+import csv
 import glob
 import hashlib
 import json
@@ -54,13 +65,30 @@ from digitrec.persistence.atomic import atomic_write_bytes, atomic_write_text
 from digitrec.reading.recognize import Reading, read_images
 
 COLUMNS = ("path", "text", "digits", "probabilities", "diagnosis", "error", "path_bytes")
+# One row per field (number) when images are read as pages; typed, so a spreadsheet or
+# pandas gets numbers and booleans.
+FIELD_COLUMNS = (
+    ("path", "string"),
+    ("line", "int64"),
+    ("field", "int64"),
+    ("column", "int64"),
+    ("text", "string"),
+    ("confidence", "float64"),
+    ("needs_review", "bool"),
+    ("box", "string"),
+    ("diagnosis", "string"),
+    ("error", "string"),
+    ("path_bytes", "string"),
+)
 # Chunks: about 64 per input, so even a small cluster gets several per worker thread, of
 # 16 to 500 images, so per-task overhead stays small and every part stays a few MB.
 TARGET_CHUNKS = 64
 MIN_CHUNK_SIZE = 16
 MAX_CHUNK_SIZE = 500
 PARTS_FORMAT = "digitrec-batch-parts"
-PARTS_FORMAT_VERSION = 1
+# 2: parts record how many images they hold (a part of field rows has more rows than images).
+PARTS_FORMAT_VERSION = 2
+_IMAGES_KEY = b"digitrec.images"
 # A folder input lists every image file, also of the types load_image refuses, so each gets
 # a row saying why it was not read instead of vanishing silently; files that are not images
 # (notes, a previous run's output) are not listed. A glob lists whatever it matches.
@@ -171,23 +199,42 @@ def _npz_input(path: Path, spec: str) -> BatchInput:
 # --- one chunk -----------------------------------------------------------------------------
 
 
-def predict_chunk(model: models.Model, chunk: Chunk) -> dict[str, list]:
+def predict_chunk(
+    model: models.Model,
+    chunk: Chunk,
+    layout: str = "number",
+    min_confidence: float | None = None,
+) -> dict[str, list]:
     """Read every image of a chunk; returns the output columns for its rows, in order.
 
-    The digits of all its images are classified together (see
-    :func:`~digitrec.reading.recognize.read_images`); an image that cannot be loaded or read
-    gets a row with its error, and the others are read all the same.
+    With ``layout="number"`` the digits of all its images are classified together (see
+    :func:`~digitrec.reading.recognize.read_images`) and each image is one row; with any
+    other layout each image is read as a page and each of its fields is a row. An image
+    that cannot be loaded or read gets a row with its error, and the others are read all
+    the same.
     """
     readings = read_images(
-        model, _chunk_images(chunk), one_digit=chunk.single_digit, isolate_errors=True
+        model,
+        _chunk_images(chunk),
+        one_digit=chunk.single_digit,
+        isolate_errors=True,
+        layout=layout,
+        min_confidence=min_confidence,
     )
-    columns: dict[str, list] = {name: [] for name in COLUMNS}
+    by_field = layout != "number"
+    columns: dict[str, list] = {name: [] for name in column_names(layout)}
     for name, reading in zip(chunk.names, readings, strict=True):
-        if reading.failure is None:
-            _append_row(columns, name, reading, None)
+        error = None if reading.failure is None else _error_text(reading.failure)
+        if by_field:
+            _append_field_rows(columns, name, reading, error)
         else:
-            _append_row(columns, name, None, _error_text(reading.failure))
+            _append_row(columns, name, None if error else reading, error)
     return columns
+
+
+def column_names(layout: str) -> tuple[str, ...]:
+    """The output's columns for ``layout``: one row per image, or one per field."""
+    return COLUMNS if layout == "number" else tuple(name for name, _ in FIELD_COLUMNS)
 
 
 def _chunk_images(chunk: Chunk) -> Iterator[np.ndarray | Exception]:
@@ -240,6 +287,44 @@ def _append_row(columns: dict[str, list], name: str, reading: Reading | None, er
     columns["diagnosis"].append(reading.diagnosis)
 
 
+def _append_field_rows(
+    columns: dict[str, list], name: str, reading: Reading, error: str | None
+) -> None:
+    """One row per field of a page; a single row for an image with none."""
+    fields = [
+        (line_index, field_index, f)
+        for line_index, line in enumerate(reading.lines)
+        for field_index, f in enumerate(line)
+    ]
+    if error is not None or not fields:
+        _append_field_row(columns, name, error=error, diagnosis=reading.diagnosis)
+        return
+    for line_index, field_index, f in fields:
+        _append_field_row(
+            columns,
+            name,
+            line=line_index,
+            field=field_index,
+            column=f.column,
+            text=f.text,
+            confidence=round(f.confidence, 4),
+            needs_review=f.needs_review,
+            box=_compact(list(f.box)),
+            diagnosis=f.diagnosis,
+        )
+
+
+def _append_field_row(columns: dict[str, list], name: str, **values: Any) -> None:
+    error = values.get("error")
+    values.update(
+        path=printable(name),
+        path_bytes=_raw_name(name),
+        error=None if error is None else printable(error),
+    )
+    for column in columns:
+        columns[column].append(values.get(column))
+
+
 def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
@@ -249,10 +334,12 @@ def _compact(value: Any) -> str:
 
 @dataclass
 class BatchSummary:
-    """What a run did: rows in OUTPUT, how many were errors, and how fast this run was."""
+    """What a run did: images and rows in OUTPUT (more rows than images when read by
+    field), how many images were errors, and how fast this run was."""
 
     output: Path
     images: int
+    rows: int
     errors: int
     computed: int  # images read by this run (the rest came from an earlier run's parts)
     chunks: int
@@ -267,6 +354,7 @@ class BatchSummary:
         return {
             "output": str(self.output),
             "images": self.images,
+            "rows": self.rows,
             "errors": self.errors,
             "computed": self.computed,
             "chunks": self.chunks,
@@ -286,11 +374,20 @@ def predict_batch(
     chunk_size: int | None = None,
     progress: bool = True,
     on_chunk: Callable[[int], None] | None = None,
+    layout: str = "number",
+    min_confidence: float | None = None,
 ) -> BatchSummary:
     """Read every image of ``source`` with the model in ``model_dir``; write ``output``.
 
     Parameters
     ----------
+    layout
+        ``"number"``: each image is one number, one row per image; ``"auto"``, ``"lines"``
+        or ``"table"``: each image is a page of numbers, one row per field (see the module
+        docstring for the columns).
+    min_confidence
+        A page's number less sure than this is flagged ``needs_review`` (default:
+        :data:`digitrec.reading.page.MIN_CONFIDENCE`).
     scheduler
         ``"local"``: start a ``dask.distributed.LocalCluster`` of ``workers`` processes on
         this machine (default: one per core); ``"none"``: no Dask, every chunk in this
@@ -309,15 +406,24 @@ def predict_batch(
     output_format = _output_format(output)
     if chunk_size is not None and chunk_size < 1:
         raise ParameterError(f"--chunk-size must be at least 1, got {chunk_size}")
+    _check_layout(layout, min_confidence)
     scheduler = scheduler_choice(scheduler, workers)
     _require_pyarrow()
     model_dir = Path(model_dir)
     model = models.load(model_dir)
     batch = source if isinstance(source, BatchInput) else resolve_input(source)
+    if batch.single_digit and layout != "number":
+        raise ParameterError(
+            f"--layout {layout} reads pages; folder:PATH holds one digit per file "
+            "(use --layout number)"
+        )
     chunk_size = chunk_size or default_chunk_size(len(batch))
     parts = _parts_dir(output)
     n_chunks = batch.n_chunks(chunk_size)
-    _check_or_write_manifest(parts, _manifest(model_dir, batch, chunk_size, n_chunks))
+    reading = {"layout": layout, "min_confidence": min_confidence}
+    _check_or_write_manifest(
+        parts, _manifest(model_dir, batch, chunk_size, n_chunks, layout) | reading
+    )
     pending = [i for i in range(n_chunks) if not _part_is_complete(parts, i, batch, chunk_size)]
     bar = display.bar(
         total=n_chunks,
@@ -328,13 +434,14 @@ def predict_batch(
     )
     computed = 0
     if scheduler == "none":
-        results = _run_here(model, batch, chunk_size, pending)
+        results = _run_here(model, batch, chunk_size, pending, reading)
     else:
-        results = _run_on_dask(model, batch, chunk_size, pending, scheduler, workers)
+        results = _run_on_dask(model, batch, chunk_size, pending, scheduler, workers, reading)
     try:
         for index, columns in results:
-            _write_part(parts, index, columns)
-            computed += len(columns["path"])
+            images = len(batch.chunk(index, chunk_size).names)
+            _write_part(parts, index, columns, images, layout)
+            computed += images
             bar.update()
             if on_chunk is not None:
                 on_chunk(index)
@@ -343,10 +450,11 @@ def predict_batch(
         # cluster down and cancels its tasks as soon as the run stops, even by an exception.
         results.close()
         bar.close()
-    rows, errors = _combine(parts, n_chunks, output, output_format)
+    rows, errors = _combine(parts, n_chunks, output, output_format, layout)
     shutil.rmtree(parts, ignore_errors=True)
     return BatchSummary(
         output,
+        len(batch),
         rows,
         errors,
         computed,
@@ -354,6 +462,16 @@ def predict_batch(
         n_chunks - len(pending),
         time.perf_counter() - start,
     )
+
+
+def _check_layout(layout: str, min_confidence: float | None) -> None:
+    # Imported here: the page reader is only needed to name the choices.
+    from digitrec.reading.page import LAYOUTS
+
+    if layout not in LAYOUTS:
+        raise ParameterError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+    if min_confidence is not None and not 0 <= min_confidence <= 1:
+        raise ParameterError(f"--min-confidence must be between 0 and 1, got {min_confidence}")
 
 
 def default_chunk_size(n_images: int) -> int:
@@ -365,13 +483,21 @@ def default_chunk_size(n_images: int) -> int:
     return max(MIN_CHUNK_SIZE, min(MAX_CHUNK_SIZE, -(-n_images // TARGET_CHUNKS)))
 
 
-def _run_here(model, batch: BatchInput, chunk_size: int, pending: list[int]) -> Iterator:
+def _run_here(
+    model, batch: BatchInput, chunk_size: int, pending: list[int], reading: dict
+) -> Iterator:
     for index in pending:
-        yield index, predict_chunk(model, batch.chunk(index, chunk_size))
+        yield index, predict_chunk(model, batch.chunk(index, chunk_size), **reading)
 
 
 def _run_on_dask(
-    model, batch: BatchInput, chunk_size: int, pending: list[int], scheduler: str, workers
+    model,
+    batch: BatchInput,
+    chunk_size: int,
+    pending: list[int],
+    scheduler: str,
+    workers,
+    reading: dict,
 ) -> Iterator:
     """Chunks as Dask tasks, yielded as they finish; a few per worker thread in flight."""
     if not pending:
@@ -393,6 +519,7 @@ def _run_on_dask(
                 predict_chunk,
                 shared,
                 batch.chunk(index, chunk_size),
+                **reading,
                 key=f"digitrec-chunk-{run}-{index:05d}",
             )
             index_of[future.key] = index
@@ -425,10 +552,13 @@ def _require_pyarrow() -> None:
         raise DigitrecError("pyarrow is not installed: pip install 'digitrec[dask]'") from None
 
 
-def _schema():
+def _schema(by_field: bool):
+    """The output's columns and types: one row per image, or (``by_field``) per field."""
     import pyarrow as pa
 
-    return pa.schema([(name, pa.string()) for name in COLUMNS])
+    if not by_field:
+        return pa.schema([(name, pa.string()) for name in COLUMNS])
+    return pa.schema([(name, pa.type_for_alias(kind)) for name, kind in FIELD_COLUMNS])
 
 
 def _parts_dir(output: Path) -> Path:
@@ -439,7 +569,9 @@ def _part_path(parts: Path, index: int) -> Path:
     return parts / f"chunk-{index:05d}.parquet"
 
 
-def _manifest(model_dir: Path, batch: BatchInput, chunk_size: int, n_chunks: int) -> dict:
+def _manifest(
+    model_dir: Path, batch: BatchInput, chunk_size: int, n_chunks: int, layout: str
+) -> dict:
     return {
         "format": PARTS_FORMAT,
         "format_version": PARTS_FORMAT_VERSION,
@@ -453,7 +585,7 @@ def _manifest(model_dir: Path, batch: BatchInput, chunk_size: int, n_chunks: int
         },
         "chunk_size": chunk_size,
         "chunks": n_chunks,
-        "columns": list(COLUMNS),
+        "columns": list(column_names(layout)),
     }
 
 
@@ -469,7 +601,8 @@ def _check_or_write_manifest(parts: Path, manifest: dict) -> None:
         if previous == manifest:
             return
         raise DigitrecError(
-            f"{parts} holds an unfinished run with a different model, input or chunk size; "
+            f"{parts} holds an unfinished run with a different model, input, layout or "
+            "chunk size, or by an older digitrec; "
             "delete it to start again, or choose another output"
         )
     if parts.exists() and any(parts.iterdir()):
@@ -478,29 +611,38 @@ def _check_or_write_manifest(parts: Path, manifest: dict) -> None:
 
 
 def _part_is_complete(parts: Path, index: int, batch: BatchInput, chunk_size: int) -> bool:
-    """A part counts only if it is a readable Parquet file with the chunk's row count."""
+    """A part counts only if it is a readable Parquet file of the chunk's images."""
+    return _images_in_part(_part_path(parts, index)) == len(batch.chunk(index, chunk_size).names)
+
+
+def _images_in_part(path: Path) -> int | None:
+    """How many images a part holds (its rows may be fields), or None if it is unreadable."""
     import pyarrow.parquet as pq
 
-    path = _part_path(parts, index)
     if not path.is_file():
-        return False
-    expected = len(batch.chunk(index, chunk_size).names)
+        return None
     try:
-        return pq.read_metadata(path).num_rows == expected
+        metadata = pq.read_schema(path).metadata or {}
+        return int(metadata[_IMAGES_KEY])
     except Exception:  # any unreadable part (pyarrow raises several types) is redone
-        return False
+        return None
 
 
-def _write_part(parts: Path, index: int, columns: dict[str, list]) -> None:
+def _write_part(
+    parts: Path, index: int, columns: dict[str, list], images: int, layout: str
+) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    schema = _schema(layout != "number").with_metadata({_IMAGES_KEY: str(images).encode()})
     sink = pa.BufferOutputStream()
-    pq.write_table(pa.table(columns, schema=_schema()), sink)
+    pq.write_table(pa.table(columns, schema=schema), sink)
     atomic_write_bytes(_part_path(parts, index), sink.getvalue().to_pybytes())
 
 
-def _combine(parts: Path, n_chunks: int, output: Path, output_format: str) -> tuple[int, int]:
+def _combine(
+    parts: Path, n_chunks: int, output: Path, output_format: str, layout: str
+) -> tuple[int, int]:
     """Concatenate the parts in order into ``output``; returns (rows, error rows).
 
     Streamed part by part into a temporary file that is renamed over ``output`` at the end
@@ -515,10 +657,11 @@ def _combine(parts: Path, n_chunks: int, output: Path, output_format: str) -> tu
     rows = errors = 0
     try:
         writer_class = pq.ParquetWriter if output_format == "parquet" else pcsv.CSVWriter
-        with writer_class(tmp, _schema()) as writer:
+        schema = _schema(layout != "number")
+        with writer_class(tmp, schema) as writer:
             for index in range(n_chunks):
-                table = pq.read_table(_part_path(parts, index), schema=_schema())
-                writer.write_table(table)
+                table = pq.read_table(_part_path(parts, index), schema=schema)
+                writer.write_table(table.replace_schema_metadata(None))
                 rows += table.num_rows
                 errors += table.num_rows - table.column("error").null_count
         with open(tmp, "rb+") as handle:
@@ -539,9 +682,13 @@ def read_output(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if _output_format(path) == "parquet":
         return pq.read_table(path).to_pylist()
+    with open(path, encoding="utf-8", newline="") as handle:
+        header = next(csv.reader(handle), [])
     # The writer quotes empty strings and leaves nulls bare; reading must keep them apart
     # ("" is an image with no digits, null a column that does not apply to the row).
     options = pcsv.ConvertOptions(
-        column_types=_schema(), strings_can_be_null=True, quoted_strings_can_be_null=False
+        column_types=_schema("field" in header),
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
     )
     return pcsv.read_csv(path, convert_options=options).to_pylist()

@@ -799,9 +799,22 @@ def predict_batch_cmd(
         int | None,
         typer.Option(help="Images per task (default: about 1/64 of the input, 16 to 500)", min=1),
     ] = None,
+    layout: Annotated[
+        str,
+        typer.Option(
+            help="number (each image one number, one row per image), or auto, lines, table "
+            "(each image a page: one row per field with its line, text, confidence, "
+            "needs_review and box)"
+        ),
+    ] = "number",
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(help="Flag page numbers less sure than this (0-1) for review", min=0, max=1),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Read the digits in many images on a Dask cluster; one row per image.
+    """Read the digits in many images on a Dask cluster; one row per image, or per field
+    (number on a page) with --layout auto, lines or table.
 
     A bad image becomes a row with its error. Rerunning with the same --output resumes an
     interrupted run: finished chunks (kept in OUTPUT.parts/) are not recomputed.
@@ -817,6 +830,8 @@ def predict_batch_cmd(
         workers=workers,
         chunk_size=chunk_size,
         progress=_shows_progress(as_json),
+        layout=layout,
+        min_confidence=min_confidence,
     )
     if as_json:
         typer.echo(json.dumps(summary.to_json()))
@@ -826,8 +841,9 @@ def predict_batch_cmd(
         if summary.reused_chunks
         else ""
     )
+    fields = f" ({summary.rows} rows)" if summary.rows != summary.images else ""
     typer.echo(
-        f"{summary.images} images, {summary.errors} errors -> {summary.output}\n"
+        f"{summary.images} images{fields}, {summary.errors} errors -> {summary.output}\n"
         f"read {summary.computed} images in {summary.seconds:.1f} s "
         f"({summary.images_per_second:.1f} images/s){reused}"
     )

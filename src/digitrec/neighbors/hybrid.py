@@ -27,26 +27,11 @@ from sklearn.utils.validation import check_is_fitted
 from digitrec import progress
 from digitrec.errors import ModelFileError, ParameterError
 from digitrec.features.scattering import ScatteringFeatures
+from digitrec.neighbors.calibration import nearest_of_each_class, softmin
 from digitrec.neighbors.hyperplane import LocalHyperplanes
 from digitrec.neighbors.idm import IDMClassifier
 
 __all__ = ["HybridClassifier", "nearest_of_each_class", "softmin"]
-
-
-def nearest_of_each_class(dist: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """``(n, n_classes)``: each class's smallest distance among a query's candidates
-    (``dist`` and their class indices ``labels``, both ``(n, k)``), ``inf`` if it has none."""
-    nearest = np.full((len(dist), n_classes), np.inf)
-    np.minimum.at(nearest, (np.arange(len(dist))[:, None], labels), dist)
-    return nearest
-
-
-def softmin(scores: np.ndarray, temperature: float) -> np.ndarray:
-    """Rows of ``exp(-(score - lowest) / temperature)``, normalised; ``inf`` scores get 0."""
-    gap = scores - scores.min(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore"):  # inf - inf for classes not among the candidates
-        proba = np.where(np.isfinite(scores), np.exp(-gap / temperature), 0.0)
-    return proba / proba.sum(axis=1, keepdims=True)
 
 
 class HybridClassifier(IDMClassifier):

@@ -30,6 +30,7 @@ import numpy as np
 from numba import njit, prange
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.decomposition import PCA
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
@@ -38,6 +39,7 @@ from digitrec.errors import ModelFileError, ParameterError
 from digitrec.features.augment import augment, augmentation_transforms
 from digitrec.features.transformers import Deskew, GaussianBlur, as_images
 from digitrec.kernels import announce_compiling
+from digitrec.neighbors.calibration import fit_temperature, nearest_of_each_class, softmin
 from digitrec.neighbors.search import exact_distances
 from digitrec.validation import check_declared
 
@@ -54,6 +56,9 @@ _BLOCK_BYTES = 128 * 1024 * 1024
 # Training images per chunk when projecting stage 1's references: 60,000 MNIST images as
 # float32 pixels would be 188 MB at once, projected they are 10 MB.
 _PROJECT_CHUNK = 4096
+# Training images held out (each searched for among all the others) to fit the temperature
+# of the probabilities: enough for one number; about 10 s of IDM searches on this machine.
+_CALIBRATION_IMAGES = 2000
 
 
 # ---------------------------------------------------------------------------------------
@@ -289,6 +294,13 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
     ``kneighbors`` returns indices into the training images given to ``fit`` and the
     distances of the last stage (IDM, or euclidean when ``rerank=False``).
 
+    ``predict_proba``, with ``n_neighbors=1``: ``exp(-(d_c - d_min) / temperature_)``,
+    normalised, where ``d_c`` is class c's nearest distance among the candidates (0 for the
+    classes not among them). ``fit`` chooses ``temperature_`` by the lowest log loss on up
+    to 2,000 training images, each searched for among all the others, so the probabilities
+    are calibrated instead of a single neighbour's 100%. With more neighbours it is their
+    (weighted) vote, and ``temperature_`` is None.
+
     The defaults are the values chosen on a validation split of MNIST (train on the first
     50,000 training images, score the last 10,000): see ``benchmarks/accuracy_mnist.py``.
     """
@@ -417,7 +429,31 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> IDMClassifier:
         self._fit(X, y)
+        self.temperature_ = self._fitted_temperature(np.asarray(X))
         return self
+
+    def _fitted_temperature(self, X: np.ndarray) -> float | None:
+        """The softmin temperature with the lowest log loss on held-out training images, each
+        scored against all the other references (leave-one-out: the same as holding them
+        out of the references, without a second search structure); None when the answer is
+        a vote of several neighbours, or there is nothing to hold out."""
+        n = len(self._y)
+        if self.n_neighbors != 1 or n < 2:
+            return None
+        rng = check_random_state(self.random_state)
+        held = np.sort(rng.choice(n, min(_CALIBRATION_IMAGES, max(1, n // 5)), replace=False))
+        with progress.stage("fitting the probabilities' temperature"):
+            dist, idx = self.kneighbors(X[held], self._candidates())
+        dist = np.where(idx == held[:, None], np.inf, dist)  # not the image itself
+        scores = nearest_of_each_class(dist, self._y[idx], len(self.classes_))
+        known = np.isfinite(scores).any(axis=1)
+        if not known.any():
+            return None
+        return fit_temperature(scores[known], self._y[held][known])
+
+    def _candidates(self) -> int:
+        """The most neighbours a search returns: the IDM's candidates, or all references."""
+        return self.n_candidates if self.rerank else min(self.n_candidates, len(self._y))
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         """:meth:`fit`, returning the upright (deskewed) training images it made, so that a
@@ -430,6 +466,7 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
         if len(images) == 0:
             raise ParameterError("cannot fit on 0 images")
         self.classes_, self._y = np.unique(y, return_inverse=True)
+        self.temperature_ = None
         self.n_features_in_ = int(np.prod(images.shape[1:]))
         self.image_shape_ = images.shape[1:]
         # Keep the training images in their own dtype (uint8 MNIST: 47 MB, not 188 MB); the
@@ -519,8 +556,10 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
         return proba
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Share of the (weighted) votes of the ``n_neighbors`` nearest, per class."""
-        return self._vote(*self.kneighbors(X))
+        """Calibrated probabilities (a softmin of each class's nearest distance, see the
+        class docstring), or without a temperature the share of the (weighted) votes of the
+        ``n_neighbors`` nearest, per class."""
+        return self.answer(X)[0]
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         dist, idx = self.kneighbors(X)
@@ -539,10 +578,18 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
     def answer(
         self, X: np.ndarray, n_neighbors: int | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`predict_proba` and the neighbours that voted: ``(proba, distances,
-        indices)``."""
-        dist, idx = self.kneighbors(X, n_neighbors)
-        return self._vote(dist, idx), dist, idx
+        """:meth:`predict_proba` and the ``n_neighbors`` nearest (by default the ones that
+        vote): ``(proba, distances, indices)``."""
+        if getattr(self, "temperature_", None) is None:
+            dist, idx = self.kneighbors(X, n_neighbors)
+            return self._vote(dist, idx), dist, idx
+        k = self.n_neighbors if n_neighbors is None else n_neighbors
+        if not (isinstance(k, Integral) and k >= 1):
+            raise ParameterError(f"n_neighbors must be an int of at least 1, got {k!r}")
+        # One search for both: the probabilities need every candidate's class.
+        dist, idx = self.kneighbors(X, max(int(k), self._candidates()))
+        scores = nearest_of_each_class(dist, self._y[idx], len(self.classes_))
+        return softmin(scores, self.temperature_), dist[:, :k], idx[:, :k]
 
     def answer_and_nearest(
         self, X: np.ndarray, n_neighbors: int
@@ -601,6 +648,8 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
             arrays["pca_components"] = self.components_
         # 10 MB for MNIST that a load would otherwise remake by deskewing every image.
         arrays["stage1_refs"] = self.stage1_refs_
+        if self.temperature_ is not None:
+            arrays["calibration_temperature"] = np.array([self.temperature_])
         state = {"image_shape": list(self.image_shape_), "n_train": int(len(images))}
         return state, arrays
 
@@ -632,3 +681,16 @@ class IDMClassifier(ClassifierMixin, BaseEstimator):
         self.components_ = np.asarray(arrays["pca_components"], np.float32) if has_pca else None
         # Models saved before stage1_refs was kept remake them from the images.
         self._build_references(images, stage1_refs=arrays.get("stage1_refs"))
+        # Models saved before calibration answer with the neighbours' vote, as they did.
+        self.temperature_ = self._stored_temperature(arrays.get("calibration_temperature"))
+
+    def _stored_temperature(self, stored: np.ndarray | None) -> float | None:
+        if stored is None:
+            return None
+        temperature = np.asarray(stored, np.float64).ravel()
+        if temperature.shape != (1,) or not temperature[0] > 0 or self.n_neighbors != 1:
+            raise ModelFileError(
+                "IDMClassifier state: calibration_temperature must be one positive number, "
+                "for n_neighbors=1"
+            )
+        return float(temperature[0])

@@ -126,7 +126,8 @@ SCHEMAS: dict[str, dict[str, ArraySpec] | None] = {
     "svc-rbf": _SVC,
     "cnn": None,
     "cnn-robust": None,
-    "knn-idm": _IDM,
+    # The softmin temperature of its probabilities (models saved before it have none).
+    "knn-idm": _IDM | {"calibration_temperature": ArraySpec("f", (1,), required=False)},
     "knn-idm-hknn": _HYBRID,
 }
 _NETWORK_ARRAY = ArraySpec("f", None)

@@ -69,6 +69,12 @@ def classify(top: float, bottom: float, width: float, frame: LineFrame) -> str:
     return UNKNOWN
 
 
+def round_comma(kind: str, top: float, bottom: float, width: float) -> bool:
+    """A comma no taller than a point is round: told from a point by its size alone, which
+    a thick pen also gives a point (drawings' points read as commas on the tuning pages)."""
+    return kind == COMMA and bottom - top < _TALL * width
+
+
 def describe(mark: str) -> str:
     """The mark's name, for a diagnosis."""
     return {MINUS: "minus", POINT: "point", COMMA: "comma"}.get(mark, "unknown mark")

@@ -3,6 +3,9 @@ every digit, and a verdict per number on whether a person should check it."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+
 import numpy as np
 
 from digitrec.models import Model
@@ -17,7 +20,7 @@ from digitrec.reading.layout import (
     find_layout,
     original_box,
 )
-from digitrec.reading.recognize import DigitReading, Field, Reading, read_image, read_tiles
+from digitrec.reading.recognize import DigitReading, Field, Reading, read_images, read_tiles
 
 LAYOUTS = ("auto", "number", "lines", "table")
 # The shortest digit of a number is at least this share of the tallest's height.
@@ -29,6 +32,15 @@ _WIDE = 1.2
 # review: the confidence at 95% coverage of the tuning photos, numbers and drawings
 # (benchmarks/pages.py --tuning prints the trade-off).
 MIN_CONFIDENCE = 0.85
+# A gap between two digits of a number wider than this share of their height, with no mark
+# in it, is where people leave room for a point or comma that was not found (tuning pages:
+# numbers read whole have gaps up to 0.57 of the height; 12 of the 14 whose point or comma
+# was lost have more).
+_LOST_MARK_GAP = 0.58
+# Two numbers of a line closer than this share of their digits' height may be one whose
+# point or comma was lost, which split it in two (tuning pages: 17 of 20 such splits are
+# closer; 6 of 525 pairs of neighbours read right are too).
+_CLOSE_FIELDS = 1.0
 
 
 def read_page(
@@ -37,22 +49,29 @@ def read_page(
     *,
     layout: str = "auto",
     min_confidence: float = MIN_CONFIDENCE,
+    explain: bool = False,
+    model_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> Reading:
     """Read ``image`` (uint8 greyscale) as a page of numbers.
 
     ``layout`` is ``number`` (every digit as one number, as :func:`read_image`), ``lines``
     (lines of fields), ``table`` (lines of fields aligned into columns) or ``auto`` (lines;
-    one number reads as one number).
+    one number reads as one number). ``explain`` and ``model_context`` are as in
+    :func:`~digitrec.reading.recognize.read_images`.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
     if layout == "number" or image.shape == (TILE, TILE):
         # A 28x28 image is one MNIST-style digit (a canvas, a dataset tile), framed as is.
-        return read_image(model, image)
+        (reading,) = read_images(model, [image], explain=explain, model_context=model_context)
+        return reading
     found = find_layout(image)
     if found.diagnosis:
         return Reading(diagnosis=found.diagnosis)
-    lines = [_read_line(model, found, line, image.shape, min_confidence) for line in found.lines]
+    lines = [
+        _read_line(model, found, line, image.shape, min_confidence, explain, model_context)
+        for line in found.lines
+    ]
     if layout == "table":
         for line, line_columns in zip(lines, columns(found), strict=True):
             for f, column in zip(line, line_columns, strict=True):
@@ -62,7 +81,13 @@ def read_page(
 
 
 def _read_line(
-    model: Model, found: Layout, line: LineLayout, shape: tuple[int, ...], min_confidence: float
+    model: Model,
+    found: Layout,
+    line: LineLayout,
+    shape: tuple[int, ...],
+    min_confidence: float,
+    explain: bool,
+    model_context: Callable[[], contextlib.AbstractContextManager],
 ) -> list[Field]:
     """The fields of one line, their digits read by the model."""
     digit_items = [item for item in line.items if item.kind == "digit"]
@@ -72,14 +97,30 @@ def _read_line(
         else np.zeros((0, TILE, TILE), np.uint8)
     )
     boxes = [original_box(found, item.box, shape) for item in digit_items]
-    readings = iter(read_tiles(model, tiles, boxes))
+    readings = iter(read_tiles(model, tiles, boxes, explain, model_context))
     read = {id(item): next(readings) for item in digit_items}
     fields = []
     for members in line.fields:
         items = [line.items[i] for i in members]
         digits = [read[id(item)] for item in items if item.kind == "digit"]
         fields.append(_field(items, digits, found, shape, min_confidence, read))
+    for before, after in zip(fields, fields[1:], strict=False):
+        if before.digits and after.digits and _gap(before.digits, after.digits) < _CLOSE_FIELDS:
+            _flag(before, "close to the next number: one number whose point or comma was lost?")
+            _flag(after, "close to the previous number: one number whose point or comma was lost?")
     return fields
+
+
+def _gap(left: list[DigitReading], right: list[DigitReading]) -> float:
+    """The gap from ``left``'s last digit to ``right``'s first, in digit heights."""
+    height = float(np.median([d.box[3] for d in left + right]))
+    end = max(d.box[0] + d.box[2] for d in left)
+    return (min(d.box[0] for d in right) - end) / max(1.0, height)
+
+
+def _flag(f: Field, problem: str) -> None:
+    f.needs_review = True
+    f.diagnosis = f"{f.diagnosis}; {problem}" if f.diagnosis else problem
 
 
 def _field(
@@ -100,6 +141,12 @@ def _field(
         # The digits of one number are about as tall as each other; letters are not
         # ('h' and 'e'), nor a smudge beside a digit.
         problems.append("marks of different heights, perhaps letters")
+    if any(marks.round_comma(i.kind, *i.deskewed, i.box[2]) for i in items):
+        problems.append("a comma as round as a point: point or comma unsure")
+    pairs = zip(items, items[1:], strict=False)
+    gaps = [_gap([read[id(a)]], [read[id(b)]]) for a, b in pairs if a.kind == b.kind == "digit"]
+    if gaps and max(gaps) > _LOST_MARK_GAP:
+        problems.append("a wide gap between two digits: a point or comma may be missing")
     if any(d.box[2] > _WIDE * d.box[3] for d in digits):
         # The segmenter cuts marks this wide into digits only where the cut is clean; one
         # left whole may be two digits joined, or a smudge.

@@ -224,7 +224,9 @@ def read_images(
     runs its searches one at a time).
     """
     if layout != "number":
-        return _read_pages(images, model, layout, min_confidence, isolate_errors)
+        return _read_pages(
+            images, model, layout, min_confidence, isolate_errors, explain, model_context
+        )
     found: list[Segmentation | Exception] = []
     for image in images:
         if isinstance(image, Exception):
@@ -260,6 +262,8 @@ def _read_pages(
     layout: str,
     min_confidence: float | None,
     isolate_errors: bool,
+    explain: bool,
+    model_context: Callable[[], contextlib.AbstractContextManager],
 ) -> list[Reading]:
     """Each image read as a page of numbers, its lines' digits classified line by line."""
     # Imported here: page reading builds on this module's readings.
@@ -272,7 +276,16 @@ def _read_pages(
             readings.append(Reading(failure=image))
             continue
         try:
-            readings.append(read_page(model, image, layout=layout, min_confidence=threshold))
+            readings.append(
+                read_page(
+                    model,
+                    image,
+                    layout=layout,
+                    min_confidence=threshold,
+                    explain=explain,
+                    model_context=model_context,
+                )
+            )
         except Exception as exc:
             if not isolate_errors:
                 raise

@@ -73,6 +73,7 @@ from digitrec.persistence.sample_db import (
     encode_png,
 )
 from digitrec.reading.framing import to_mnist_tile
+from digitrec.reading.page import LAYOUTS
 from digitrec.reading.recognize import read_images
 
 STATIC = Path(__file__).parent / "static"
@@ -240,6 +241,14 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": Problem, "description": "malformed request"},
 }
 
+_LAYOUT_SCHEMA = {
+    "type": "string",
+    "enum": list(LAYOUTS),
+    "default": "number",
+    "description": "number: all digits as one number; lines: lines of numbers (`lines` "
+    "in the answer); table: lines aligned into columns (each field's `column`); auto: "
+    "lines, with one number read as one number",
+}
 _PREDICT_BODY = {
     "requestBody": {
         "required": True,
@@ -247,7 +256,10 @@ _PREDICT_BODY = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "layout": _LAYOUT_SCHEMA,
+                    },
                     "required": ["file"],
                 }
             },
@@ -258,7 +270,8 @@ _PREDICT_BODY = {
                         "image": {
                             "type": "string",
                             "description": "data:image/png;base64,... (a canvas' toDataURL)",
-                        }
+                        },
+                        "layout": _LAYOUT_SCHEMA,
                     },
                     "required": ["image"],
                 }
@@ -377,7 +390,12 @@ class Service:
         )
 
     def predict(
-        self, data: bytes, name: str, owner: str, abandoned: threading.Event | None = None
+        self,
+        data: bytes,
+        name: str,
+        owner: str,
+        abandoned: threading.Event | None = None,
+        layout: str = "number",
     ) -> dict[str, Any]:
         image = self.load(data, name)
         if abandoned is not None and abandoned.is_set():
@@ -387,7 +405,7 @@ class Service:
         # searches lock only themselves, any other model's call runs one at a time.
         context = contextlib.nullcontext if self.personal is not None else self.one_at_a_time
         model = self.model_for(owner)
-        (reading,) = read_images(model, [image], explain=True, model_context=context)
+        (reading,) = read_images(model, [image], explain=True, model_context=context, layout=layout)
         body = reading.to_json()
         for out, digit in zip(body["digits"], reading.digits, strict=True):
             out["tile"] = png_data_url(digit.tile)
@@ -486,7 +504,17 @@ def _require_json(request: Request) -> None:
         raise HTTPException(415, f"send the sample as application/json, not {sent}")
 
 
-async def _image_from_request(request: Request) -> tuple[bytes, str]:
+def _layout_choice(value: object) -> str:
+    """The request's ``layout``, checked: one of :data:`~digitrec.reading.page.LAYOUTS`."""
+    if value is None:
+        return "number"
+    if value not in LAYOUTS:
+        raise HTTPException(422, f"layout must be one of {', '.join(LAYOUTS)}, not {value!r}")
+    return value
+
+
+async def _image_from_request(request: Request) -> tuple[bytes, str, str]:
+    """The image's bytes, a name for it, and the layout to read it with."""
     media_type = _media_type(request)
     if media_type == "multipart/form-data":
         return await _image_from_form(request)
@@ -500,7 +528,7 @@ async def _image_from_request(request: Request) -> tuple[bytes, str]:
             raise HTTPException(422, 'JSON body must be an object with an "image" field')
         if not isinstance(payload["image"], str):
             raise HTTPException(422, '"image" must be a data URL string')
-        return decode_image_text(payload["image"]), "image"
+        return decode_image_text(payload["image"]), "image", _layout_choice(payload.get("layout"))
     raise HTTPException(
         415,
         f"cannot read a {media_type or 'body without a content type'}: send multipart/form-data "
@@ -508,7 +536,7 @@ async def _image_from_request(request: Request) -> tuple[bytes, str]:
     )
 
 
-async def _image_from_form(request: Request) -> tuple[bytes, str]:
+async def _image_from_form(request: Request) -> tuple[bytes, str, str]:
     try:
         form = await request.form(max_files=1, max_fields=8)
     except HTTPException as exc:
@@ -524,7 +552,8 @@ async def _image_from_form(request: Request) -> tuple[bytes, str]:
             raise HTTPException(422, 'multipart body has no "file" field')
         if isinstance(upload, str):
             raise HTTPException(422, '"file" must be a file upload, not a text field')
-        return await upload.read(), upload.filename or "upload"
+        layout = _layout_choice(form.get("layout"))
+        return await upload.read(), upload.filename or "upload", layout
     finally:
         await form.close()
 
@@ -607,12 +636,16 @@ def model_info(service: ServiceDep) -> dict[str, Any]:
 )
 async def predict(request: Request, service: ServiceDep, owner: OwnerDep) -> dict[str, Any]:
     """Read the digits in an image: a multipart upload (field ``file``) or JSON
-    ``{"image": "data:image/png;base64,..."}`` from a canvas. The answer includes the
-    caller's own corrections and the shared set's, no one else's."""
-    data, name = await _image_from_request(request)
+    ``{"image": "data:image/png;base64,..."}`` from a canvas; ``layout`` (a form field or
+    JSON key: number, lines, table or auto) reads it as a page of numbers, given in
+    ``lines``. The answer includes the caller's own corrections and the shared set's, no
+    one else's."""
+    data, name, layout = await _image_from_request(request)
     heavy = declared_pixels(data) > _HEAVY_PIXELS
     work: WorkPool = request.app.state.work
-    return await work.run(request, heavy, lambda gone: service.predict(data, name, owner, gone))
+    return await work.run(
+        request, heavy, lambda gone: service.predict(data, name, owner, gone, layout)
+    )
 
 
 samples = APIRouter(prefix="/api/samples")

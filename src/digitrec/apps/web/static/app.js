@@ -14,6 +14,8 @@ const state = {
   last: null,           // {kind: "drawing" | "photo", body} to repeat after a correction
   learns: true,
   serverModel: null,    // the server's model kind, once it has answered
+  pageRows: null,       // the grid of a page read as lines or a table
+  csvUrl: null,         // the last CSV downloaded, released at the next
 };
 
 // --- small helpers -------------------------------------------------------------------------
@@ -221,6 +223,7 @@ $("photo-input").addEventListener("change", async () => {
   }
   const form = new FormData();
   form.append("file", upload, file.name);
+  form.append("layout", $("layout").value);
   predict({ kind: "photo", body: form });
 });
 
@@ -308,6 +311,7 @@ async function readOnDevice(sequence) {
 }
 
 function showEmpty(message, isError = false) {
+  showPage(null);
   setStatus(message, isError);
   $("number").hidden = true;
   $("answered-by").hidden = true;
@@ -317,6 +321,7 @@ function showEmpty(message, isError = false) {
 
 function showReading(reading, kind, source) {
   if (kind === "photo") drawBoxes(reading);
+  showPage(reading);
   if (!reading.digits.length) {
     showEmpty(`Nothing read: ${reading.diagnosis || "no digits found"}.`);
     return;
@@ -541,6 +546,109 @@ function correctionForm(digit, index) {
     }
   });
   return form;
+}
+
+// --- pages of numbers ----------------------------------------------------------------------
+
+// A photo read as lines or a table comes back with its lines of fields (numbers). The grid
+// and its CSV are built here from that answer rather than by another request: the file is
+// exactly the grid on screen, with no second upload or reading of the photo, and it can be
+// saved however long ago the photo was read.
+
+$("layout").addEventListener("change", () => {
+  if (!state.last || state.last.kind !== "photo") return;
+  state.last.body.set("layout", $("layout").value);
+  predict(state.last);
+});
+
+$("download-csv").addEventListener("click", () => {
+  if (!state.pageRows) return;
+  if (state.csvUrl) URL.revokeObjectURL(state.csvUrl);
+  const blob = new Blob([csvText(state.pageRows)], { type: "text/csv" });
+  state.csvUrl = URL.createObjectURL(blob);
+  const link = el("a", { href: state.csvUrl, download: "numbers.csv", hidden: "" });
+  document.body.append(link);
+  link.click();
+  link.remove();
+});
+
+// The fields as rows: one per line, one cell per table column (fields of one line in one
+// column share the cell), or the fields in order when not read as a table; as
+// Reading.grid() and `digitrec predict --csv` do.
+function pageGrid(lines) {
+  const columns = lines.flat().map((field) => field.column);
+  const width = 1 + Math.max(-1, ...columns.map((c) => c ?? 0));
+  return lines.map((line) => {
+    if (line.some((field) => field.column === null)) return line.map((field) => field.text);
+    const row = new Array(width).fill("");
+    for (const field of line) row[field.column] = `${row[field.column]} ${field.text}`.trim();
+    return row;
+  });
+}
+
+// CSV as Python's csv module writes it (the CLI's --csv): a cell holding a comma, a quote
+// or a line break is quoted ("1,250" is one number), and so is a row of one empty cell.
+function csvText(rows) {
+  const cell = (text) => (/[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text);
+  const line = (row) => (row.length === 1 && row[0] === "" ? '""' : row.map(cell).join(","));
+  return rows.map(line).join("\n") + "\n";
+}
+
+// A number's text with its doubtful digits marked, the whole marked if a person should
+// check it, and the reason on hover.
+function fieldView(field) {
+  const view = el("span", { class: field.needs_review ? "field review" : "field" });
+  if (field.diagnosis) view.title = field.diagnosis;
+  const digits = field.digits[Symbol.iterator]();
+  for (const ch of field.text || "?") {
+    const digit = /[0-9]/.test(ch) ? digits.next().value : null;
+    const doubtful = digit && digit.confidence < DOUBTFUL;
+    view.append(doubtful ? el("mark", { class: "doubtful-digit", text: ch }) : ch);
+  }
+  return view;
+}
+
+function pageTable(lines) {
+  const rows = lines.map((line) => {
+    const width = 1 + Math.max(...line.map((f) => f.column ?? 0));
+    const cells = Array.from({ length: width }, () => el("td"));
+    for (const field of line) cells[field.column ?? 0].append(fieldView(field));
+    return el("tr", {}, ...cells);
+  });
+  const width = Math.max(...rows.map((row) => row.children.length));
+  for (const row of rows) while (row.children.length < width) row.append(el("td"));
+  return el("table", { class: "grid" }, el("tbody", {}, ...rows));
+}
+
+function pageList(lines) {
+  return el(
+    "ol",
+    { class: "lines" },
+    ...lines.map((line) => el("li", {}, ...line.map(fieldView))),
+  );
+}
+
+// Why each flagged number should be checked, in words a phone shows (no hover there).
+function pageChecks(lines) {
+  const checks = [];
+  lines.forEach((line, i) =>
+    line.forEach((field, j) => {
+      if (!field.needs_review) return;
+      const where = `Line ${i + 1}, number ${j + 1} (${field.text || "?"})`;
+      checks.push(el("li", { text: `${where}: check it, ${field.diagnosis || "unsure"}.` }));
+    }),
+  );
+  return checks;
+}
+
+function showPage(reading) {
+  const lines = (reading && reading.lines) || [];
+  state.pageRows = lines.length ? pageGrid(lines) : null;
+  $("page-view").hidden = !lines.length;
+  const table = lines.some((line) => line.some((field) => field.column !== null));
+  const shown = !lines.length ? [] : [table ? pageTable(lines) : pageList(lines)];
+  $("page-lines").replaceChildren(...shown);
+  $("page-checks").replaceChildren(...pageChecks(lines));
 }
 
 // --- stored samples ------------------------------------------------------------------------
