@@ -203,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({server_mnist_seconds:.0f} s)", flush=True)  # fmt: skip
 
     drawings = single_digit_drawings(args.seed + 3, args.count)
-    greys = [load_image(data) for data, _ in drawings]
-    labels = [label for _, label in drawings]
+    greys = [load_image(data) for data, _, _ in drawings]
+    labels = [label for _, label, _ in drawings]
     pairs = zip(greys, labels, strict=True)
     server_right = sum(read_image(server_model, g).text == y for g, y in pairs)
 
