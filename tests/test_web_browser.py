@@ -255,6 +255,15 @@ def table_photo(lines: list[list[str]], seed: int = 0) -> bytes:
     return synthetic.photo_of_ink(ink, rng, height=48, shadow=0.0)
 
 
+def _read_photo_as(page, layout: str, photo: bytes, shown: str) -> None:
+    """Choose ``layout`` in the page, upload ``photo`` (JPEG), and wait until ``shown``."""
+    page.select_option("#layout", layout)
+    page.set_input_files(
+        "#photo-input", files=[{"name": "photo.jpg", "mimeType": "image/jpeg", "buffer": photo}]
+    )
+    page.wait_for_selector(shown)
+
+
 @pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["360x740", "1280x800"])
 def test_a_table_photo_shows_its_grid_and_downloads_it_as_csv(
     browser, server, screenshots, viewport
@@ -263,11 +272,7 @@ def test_a_table_photo_shows_its_grid_and_downloads_it_as_csv(
     view = Page(browser, server, viewport)
     try:
         page = view.page
-        page.select_option("#layout", "table")
-        page.set_input_files(
-            "#photo-input", files=[{"name": "table.jpg", "mimeType": "image/jpeg", "buffer": photo}]
-        )
-        page.wait_for_selector("#page-view:not([hidden]) table.grid")
+        _read_photo_as(page, "table", photo, "#page-view:not([hidden]) table.grid")
         cells = page.locator("table.grid tr").evaluate_all(
             "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
         )
@@ -294,11 +299,7 @@ def test_a_flagged_number_is_marked_with_its_reason_and_its_comma_kept_in_the_cs
         f"{server}/api/predict", files={"file": ("t.jpg", photo)}, data={"layout": "lines"}
     ).json()
     page = desktop.page
-    page.select_option("#layout", "lines")
-    page.set_input_files(
-        "#photo-input", files=[{"name": "t.jpg", "mimeType": "image/jpeg", "buffer": photo}]
-    )
-    page.wait_for_selector("#page-view:not([hidden]) ol.lines")
+    _read_photo_as(page, "lines", photo, "#page-view:not([hidden]) ol.lines")
     shown = page.locator("ol.lines li").evaluate_all(
         "lines => lines.map(l => [...l.querySelectorAll('.field')].map(f => f.textContent))"
     )

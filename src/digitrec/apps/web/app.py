@@ -26,10 +26,10 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
@@ -504,6 +504,18 @@ def _require_json(request: Request) -> None:
         raise HTTPException(415, f"send the sample as application/json, not {sent}")
 
 
+T = TypeVar("T")
+
+
+async def _in_work_pool(
+    request: Request, data: bytes, job: Callable[[threading.Event], T]
+) -> T:
+    """``job(abandoned)`` in the work pool's lane for an upload of ``data``: the heavy lane
+    when its header declares over ``_HEAVY_PIXELS`` pixels."""
+    work: WorkPool = request.app.state.work
+    return await work.run(request, declared_pixels(data) > _HEAVY_PIXELS, job)
+
+
 def _layout_choice(value: object) -> str:
     """The request's ``layout``, checked: one of :data:`~digitrec.reading.page.LAYOUTS`."""
     if value is None:
@@ -641,10 +653,8 @@ async def predict(request: Request, service: ServiceDep, owner: OwnerDep) -> dic
     ``lines``. The answer includes the caller's own corrections and the shared set's, no
     one else's."""
     data, name, layout = await _image_from_request(request)
-    heavy = declared_pixels(data) > _HEAVY_PIXELS
-    work: WorkPool = request.app.state.work
-    return await work.run(
-        request, heavy, lambda gone: service.predict(data, name, owner, gone, layout)
+    return await _in_work_pool(
+        request, data, lambda gone: service.predict(data, name, owner, gone, layout)
     )
 
 
@@ -680,10 +690,8 @@ async def add_sample(
     answers, and no one else's."""
     data = decode_image_text(body.image)
     # Decoded in the same lanes as /api/predict: a bomb sent as a sample is bounded alike.
-    heavy = declared_pixels(data) > _HEAVY_PIXELS
-    work: WorkPool = request.app.state.work
-    sample = await work.run(
-        request, heavy, lambda gone: service.add_sample(data, body.label, owner, gone)
+    sample = await _in_work_pool(
+        request, data, lambda gone: service.add_sample(data, body.label, owner, gone)
     )
     return sample_json(sample)
 
