@@ -33,9 +33,16 @@ _MAX_MARKS = 600
 # Slants tried, in degrees (a page photographed or written slightly askew).
 _SLANTS = np.arange(-8.0, 8.01, 0.25)
 # A mark at least this share of the typical mark height is digit-sized and can found a
-# line; one more than _SPANNING times it may be digits of two lines touching.
+# line; one more than _SPANNING times it may be digits of two lines touching. A mark
+# shorter than _SURELY_DIGIT of it must also be at least _NARROWEST of it wide: a comma
+# can be two thirds of a digit tall, but it is narrow ('1's are taller).
 _DIGIT_SIZED = 0.5
+_SURELY_DIGIT = 0.7
+_NARROWEST = 0.4
 _SPANNING = 1.45
+# A comma hangs up to this share of its line's digit height below the baseline; a mark
+# below the cut between two lines may belong to the one above (see _hangs_from).
+_HANGING = 0.4
 # Two marks are on one line when their heights overlap by this share of the smaller.
 _SAME_LINE = 0.5
 # A gap wider than this share of the line's digit height starts a new field.
@@ -154,7 +161,13 @@ def _lines(found: _Marks) -> list[tuple[list[int], dict[int, np.ndarray], LineFr
     if not kept.any():
         return [(list(range(len(height))), {}, LineFrame(0.0, 1.0))]
     typical = _typical_height(height[kept])
-    digit_sized = kept & (height >= _DIGIT_SIZED * typical) & (height <= _SPANNING * typical)
+    width = found.stats[:, 2]
+    digit_sized = (
+        kept
+        & (height >= _DIGIT_SIZED * typical)
+        & (height <= _SPANNING * typical)
+        & ((height >= _SURELY_DIGIT * typical) | (width >= _NARROWEST * typical))
+    )
     bands: list[_Band] = []
     for index in sorted(np.flatnonzero(digit_sized), key=lambda i: -height[i]):
         best = _best_band(bands, float(found.top[index]), float(found.bottom[index]))
@@ -181,6 +194,7 @@ def _lines(found: _Marks) -> list[tuple[list[int], dict[int, np.ndarray], LineFr
     # Between two lines, the cut lies halfway from one's baseline to the next one's top.
     cuts = [(frames[i].baseline + frames[i + 1].top) / 2 for i in range(len(frames) - 1)]
     spans: list[dict[int, np.ndarray]] = [{} for _ in bands]
+    placed = []
     for index in np.flatnonzero(~digit_sized):
         middle = (found.top[index] + found.bottom[index]) / 2
         crossed = [i for i, cut in enumerate(cuts) if found.top[index] < cut < found.bottom[index]]
@@ -189,8 +203,36 @@ def _lines(found: _Marks) -> list[tuple[list[int], dict[int, np.ndarray], LineFr
             for line in range(crossed[0], crossed[-1] + 2):
                 spans[line][int(index)] = np.array([edges[line], edges[line + 1]])
             continue
-        bands[int(np.searchsorted(cuts, middle))].members.append(int(index))
+        placed.append((int(index), int(np.searchsorted(cuts, middle))))
+    beside = [[*band.sized, *spans[i]] for i, band in enumerate(bands)]
+    for index, line in placed:
+        if line > 0 and _hangs_from(found, frames[line - 1], beside[line - 1], beside[line], index):
+            line -= 1
+        bands[line].members.append(index)
     return [(band.members, spans[i], band.frame) for i, band in enumerate(bands)]
+
+
+def _hangs_from(
+    found: _Marks, above: LineFrame, beside_above: list[int], beside_here: list[int], index: int
+) -> bool:
+    """Whether a mark below the cut between two lines is a comma or point of the line
+    above: within that line's rows down to a comma's tail, beside its digits, and not
+    beside the digits of its own line (lines written close, a comma dips into the next)."""
+    top, bottom = float(found.top[index]), float(found.bottom[index])
+    if (top + bottom) / 2 > above.baseline + _HANGING * above.height:
+        return False
+    margin = 0.5 * above.height
+    return _apart(found, beside_above, index) < _apart(found, beside_here, index) - margin
+
+
+def _apart(found: _Marks, others: list[int], index: int) -> float:
+    """The horizontal gap from a mark to the nearest of ``others`` (inf if none)."""
+    if not others:
+        return np.inf
+    x, w = float(found.stats[index, 0]), float(found.stats[index, 2])
+    lefts = found.stats[others, 0].astype(float)
+    rights = lefts + found.stats[others, 2]
+    return float(np.maximum(0.0, np.maximum(lefts - (x + w), x - rights)).min())
 
 
 class _Band:
