@@ -38,6 +38,8 @@ _DARKEST_PAPER = 0.25
 # Measured on synthetic photos and drawings: inked images stray at least twice as far to
 # the ink's side (usually 3-100x); blank pages 0.7-1.1x.
 _POLARITY_MARGIN = 1.5
+# A mark with at least this times the stroke width squared of ink may be a point.
+_POINT_AREA = 0.35
 # Ink edges are sharper than this (see _edge_sharpness); shadows and light are softer.
 _MIN_SHARPNESS = 0.85
 
@@ -291,8 +293,10 @@ def _components(mask: np.ndarray, contrast: np.ndarray, scale: float, stroke: fl
     typical_height = float(np.median(stats[substantial, cv2.CC_STAT_HEIGHT]))
     extent = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
     keep = big & (extent >= 0.25 * typical_height)
-    # A point written with a fine pen has less ink than a speck of the area test's size.
-    small = ~keep & (area >= max(4.0, 0.6 * stroke * stroke)) & (extent >= 0.6 * stroke)
+    # A point written with a fine pen has less ink than a speck of the area test's size;
+    # a pen's dot is about a stroke wide (a disc: 0.79 of the stroke squared), and a small
+    # one on a drawing shrunk to fit its canvas keeps well under that.
+    small = ~keep & (area >= max(4.0, _POINT_AREA * stroke * stroke)) & (extent >= 0.6 * stroke)
     small &= sharp
     core = _stroke_cores(labels, contrast, stroke)
     return Ink(labels, stats[keep], ids[keep], scale, stroke, core, stats[small], ids[small])

@@ -28,6 +28,10 @@ _SAME_HEIGHT = 0.7
 # A digit's box wider than this times its height may hold two digits (a '0' or a '7' with
 # a long bar is rarely so wide).
 _WIDE = 1.2
+# A digit wider than this times the page's typical digit width (and not much narrower than
+# tall) may be two digits joined: handwriting keeps one width for its digits.
+_WIDER_THAN_OTHERS = 1.5
+_SQUARE = 0.9
 # A number whose confidence (the product of its digits') is below this is flagged for
 # review: the confidence at 95% coverage of the tuning photos, numbers and drawings
 # (benchmarks/pages.py --tuning prints the trade-off).
@@ -72,6 +76,7 @@ def read_page(
         _read_line(model, found, line, image.shape, min_confidence, explain, model_context)
         for line in found.lines
     ]
+    _flag_wide_digits([f for line in lines for f in line])
     if layout == "table":
         for line, line_columns in zip(lines, columns(found), strict=True):
             for f, column in zip(line, line_columns, strict=True):
@@ -109,6 +114,23 @@ def _read_line(
             _flag(before, "close to the next number: one number whose point or comma was lost?")
             _flag(after, "close to the previous number: one number whose point or comma was lost?")
     return fields
+
+
+def _flag_wide_digits(fields: list[Field]) -> None:
+    """Flag the numbers holding a digit much wider than the page's typical digit (a pair
+    the segmenter left joined reads as one digit, often a confident one)."""
+    boxes = [d.box for f in fields for d in f.digits]
+    # '1's are narrow for any hand: the typical width comes from the others.
+    widths = [w for _, _, w, h in boxes if w >= 0.4 * h]
+    if len(widths) < 3:
+        return
+    typical = float(np.median(widths))
+    for f in fields:
+        if any(
+            w > _WIDER_THAN_OTHERS * typical and w >= _SQUARE * h
+            for _, _, w, h in (d.box for d in f.digits)
+        ):
+            _flag(f, "a digit much wider than the others: digit count unsure")
 
 
 def _gap(left: list[DigitReading], right: list[DigitReading]) -> float:
