@@ -40,6 +40,16 @@ _DIGIT_SIZED = 0.5
 _SURELY_DIGIT = 0.7
 _NARROWEST = 0.4
 _SPANNING = 1.45
+# Digits of two lines joined are at least this many times as tall as one (lines whose
+# digits touch are a digit's height apart; fonts whose short digits are half as tall as
+# the rest stay under it).
+_TWO_LINES = 1.9
+# A single digit beside digits of two lines joined is at least this share as wide.
+_SINGLE_WIDTH = 0.6
+# ... and its top or bottom within this share of its height of theirs.
+_LEVEL = 0.15
+# ... and such marks at least this share as many as the common ones.
+_SINGLES = 0.25
 # A comma hangs up to this share of its line's digit height below the baseline; a mark
 # below the cut between two lines may belong to the one above (see _hangs_from).
 _HANGING = 0.4
@@ -160,8 +170,8 @@ def _lines(found: _Marks) -> list[tuple[list[int], dict[int, np.ndarray], LineFr
     kept = ~found.small
     if not kept.any():
         return [(list(range(len(height))), {}, LineFrame(0.0, 1.0))]
-    typical = _typical_height(height[kept])
     width = found.stats[:, 2]
+    typical = _typical_height(height[kept], width[kept], found.top[kept])
     digit_sized = (
         kept
         & (height >= _DIGIT_SIZED * typical)
@@ -278,9 +288,39 @@ def _best_band(bands: list[_Band], top: float, bottom: float) -> _Band | None:
     return best
 
 
-def _typical_height(heights: np.ndarray) -> float:
-    """The height most marks share (within 15%): a digit's. Not the median, as on a page
-    whose lines touch many marks are digits of two or three lines joined."""
+def _typical_height(heights: np.ndarray, widths: np.ndarray, tops: np.ndarray) -> float:
+    """The height of one line's digits: the height most marks share (within 15%), unless
+    those are digits of two lines joined (lines written touching): then the shorter marks
+    beside them, as wide as they are, level with their tops or their bottoms, and about
+    half as tall. Not the median, as on a page whose lines touch many marks are digits of
+    two or three lines joined."""
+    common = _common(heights)
+    shared = np.abs(heights - common) <= 0.15 * common
+    width = float(np.median(widths[shared]))
+    # Commas and points are narrow, and a '1' alone does not make a line height.
+    single = (
+        (heights >= 0.4 * common)
+        & (heights <= common / _TWO_LINES)
+        & (widths >= _SINGLE_WIDTH * width)
+    )
+    bottoms = tops + heights
+    level = np.zeros(len(heights), bool)
+    for i in np.flatnonzero(single):
+        overlapping = shared & (tops < bottoms[i]) & (bottoms > tops[i])
+        near = _LEVEL * heights[i]
+        # Old-style figures ('0' short, '6' tall, '4' hanging) are neither.
+        level[i] = bool(
+            np.any(overlapping & (np.abs(tops - tops[i]) <= near))
+            or np.any(overlapping & (np.abs(bottoms - bottoms[i]) <= near))
+        )
+    # A short digit or two of some fonts ('0') are level with the others' tops too.
+    if np.count_nonzero(level) >= max(2, _SINGLES * np.count_nonzero(shared)):
+        return _common(heights[level])
+    return common
+
+
+def _common(heights: np.ndarray) -> float:
+    """The height most of ``heights`` share, within 15%."""
     support = [int(np.count_nonzero(np.abs(heights - h) <= 0.15 * h)) for h in heights]
     best = max(support)
     shared = [h for h, n in zip(heights, support, strict=True) if n == best]
