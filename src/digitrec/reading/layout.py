@@ -55,6 +55,12 @@ _SINGLES = 0.25
 _HANGING = 0.4
 # Two marks are on one line when their heights overlap by this share of the smaller.
 _SAME_LINE = 0.5
+# A cut between touching lines bends up to this share of the digit height from straight.
+_CUT_REACH = 0.15
+_PULL = 0.3
+# A cut crossing a digit's ink for more than this many stroke widths went through more
+# than the one stroke where two digits touch: where they part is a guess.
+_CLEAN_CUT = 2.0
 # A gap wider than this share of the line's digit height starts a new field.
 _FIELD_GAP = 0.75
 # A small mark overlapping other marks in x by more than this share of its width belongs
@@ -70,6 +76,9 @@ class Item:
     box: Box  # working scale
     mask: np.ndarray | None = None  # the digit's mask within its box
     deskewed: tuple[float, float] = (0.0, 0.0)  # a mark's top and bottom, page levelled
+    # A digit cut out of ink it shared with a digit of the line above or below, where
+    # the cut is a guess.
+    joined: bool = False
 
 
 @dataclass
@@ -348,13 +357,16 @@ def _line_layout(
         x, y, w, h = (int(v) for v in found.stats[index, :4])
         deskewed = (float(found.top[index]), float(found.bottom[index]))
         mark_items.append(Item(kind, (x, y, w, h), deskewed=deskewed))
-    line_ink = _line_ink(ink, found, digit_marks, pieces_of, single=single)
+    line_ink, crossed = _line_ink(ink, found, digit_marks, pieces_of, frame.height, single=single)
     items = list(mark_items)
     if line_ink is not None:
         pieces = digit_pieces(line_ink)
         if isinstance(pieces, str):
             return pieces
-        items += [Item("digit", box, mask) for mask, box in pieces]
+        for mask, (x, y, w, h) in pieces:
+            cut = int(np.count_nonzero(crossed[y : y + h, x : x + w][mask]))
+            joined = cut > _CLEAN_CUT * ink.stroke
+            items.append(Item("digit", (x, y, w, h), mask, joined=joined))
     items.sort(key=lambda item: item.box[0] + item.box[2] / 2)
     return LineLayout(line_ink or ink, items, _fields(items, frame), frame)
 
@@ -387,30 +399,74 @@ def _line_ink(
     found: _Marks,
     indices: list[int],
     pieces_of: dict[int, np.ndarray],
+    digit: float,
     *,
     single: bool,
-) -> Ink | None:
-    """The ink of one line's digit marks, labelled afresh; on a one-line page the page's
-    own components (so a single number is segmented exactly as before)."""
+) -> tuple[Ink | None, np.ndarray]:
+    """The ink of one line's digit marks, labelled afresh (on a one-line page the page's
+    own components, so a single number is segmented exactly as before); and where a cut
+    between this line and the next crossed ink (the pixels each side of it)."""
     spanning = [i for i in pieces_of if not found.small[i]]
+    crossed = np.zeros(ink.labels.shape, bool)
     if not indices and not spanning:
-        return None
+        return None, crossed
     if single and not spanning:
         keep = np.isin(ink.ids, found.ids[indices])
-        return Ink(ink.labels, ink.stats[keep], ink.ids[keep], ink.scale, ink.stroke, ink.core)
+        line = Ink(ink.labels, ink.stats[keep], ink.ids[keep], ink.scale, ink.stroke, ink.core)
+        return line, crossed
     mask = np.isin(ink.labels, found.ids[indices])
-    if spanning:
-        rows, columns = np.indices(ink.labels.shape)
-        deskewed = rows - columns * found.slant
-        for index in spanning:
-            low, high = pieces_of[index]
-            mask |= (ink.labels == found.ids[index]) & (deskewed >= low) & (deskewed < high)
+    for index in spanning:
+        x, y, w, h = (int(v) for v in found.stats[index, :4])
+        mark = ink.labels[y : y + h, x : x + w] == found.ids[index]
+        # Each cut's row in the mark's box, column by column, where the page's slant puts it.
+        level = np.arange(w) * found.slant + x * found.slant - y
+        low, high = (_cut_rows(mark, level + cut, digit) for cut in pieces_of[index])
+        rows = np.arange(h)[:, None]
+        mask[y : y + h, x : x + w] |= mark & (rows >= low) & (rows < high)
+        for cut in (low, high):
+            if not np.isfinite(cut).all():
+                continue
+            for side in (cut - 1, cut):
+                inside = np.flatnonzero((side >= 0) & (side < h))
+                hit = inside[mark[side[inside], inside]]
+                crossed[y + side[hit], x + hit] = True
     count, labels, stats, _ = cv2.connectedComponentsWithStats(
         mask.astype(np.uint8), connectivity=8
     )
     if count < 2:
-        return None
-    return Ink(labels, stats[1:], np.arange(1, count), ink.scale, ink.stroke, ink.core)
+        return None, crossed
+    return Ink(labels, stats[1:], np.arange(1, count), ink.scale, ink.stroke, ink.core), crossed
+
+
+def _cut_rows(mark: np.ndarray, straight: np.ndarray, digit: float) -> np.ndarray:
+    """The row of a cut through ``mark`` (digits of two lines touching) in every column:
+    the path crossing the least ink within a third of a digit of the ``straight`` cut,
+    moving at most a row a column, so it passes between a digit's tail and the digit
+    below it rather than through either. Unbounded cuts (``straight`` infinite) stay so."""
+    if not np.isfinite(straight).all():
+        return straight
+    h, w = mark.shape
+    reach = max(1, int(round(_CUT_REACH * digit)))
+    offsets = np.arange(-reach, reach + 1)
+    rows = np.rint(straight).astype(np.int64)[None, :] + offsets[:, None]
+    inside = (rows >= 0) & (rows < h)
+    ink = np.where(inside, mark[np.clip(rows, 0, h - 1), np.arange(w)[None, :]], 0)
+    # Among equal paths, the one nearest the straight cut; summed over all columns the
+    # pull is less than one pixel of ink.
+    cost = ink + _PULL * np.abs(offsets)[:, None] / reach
+    total = cost[:, 0].copy()
+    came_from = np.zeros(cost.shape, np.int64)
+    index = np.arange(len(offsets))
+    for column in range(1, w):
+        options = np.stack([np.r_[np.inf, total[:-1]], total, np.r_[total[1:], np.inf]])
+        move = options.argmin(axis=0)
+        total = options[move, index] + cost[:, column]
+        came_from[:, column] = index + move - 1
+    path = np.empty(w, np.int64)
+    path[-1] = int(total.argmin())
+    for column in range(w - 1, 0, -1):
+        path[column - 1] = came_from[path[column], column]
+    return rows[path, np.arange(w)]
 
 
 def _fields(items: list[Item], frame: LineFrame) -> list[list[int]]:
