@@ -83,6 +83,8 @@ class Item:
     # A digit cut out of ink it shared with a digit of the line above or below, where
     # the cut is a guess.
     joined: bool = False
+    # A point or comma whose shape is between the two.
+    unsure: bool = False
 
 
 @dataclass
@@ -360,7 +362,10 @@ def _line_layout(
             continue
         x, y, w, h = (int(v) for v in found.stats[index, :4])
         deskewed = (float(found.top[index]), float(found.bottom[index]))
-        mark_items.append(Item(kind, (x, y, w, h), deskewed=deskewed))
+        unsure = kind in (marks.POINT, marks.COMMA) and marks.point_or_comma_unsure(
+            *deskewed, w, frame
+        )
+        mark_items.append(Item(kind, (x, y, w, h), deskewed=deskewed, unsure=unsure))
     line_ink, crossed = _line_ink(ink, found, digit_marks, pieces_of, frame.height, single=single)
     items = list(mark_items)
     if line_ink is not None:

@@ -26,10 +26,15 @@ _MID = (0.25, 0.8)
 # A point or comma's middle lies below this share of the digit height from the top.
 _LOW = 0.6
 # A comma is at least this share of the digit height tall, or this much taller than
-# wide; a point is smaller and round (measured on the tuning pages: points 0.14-0.32 of
-# the digit height tall, 0.85-1.15 times their width; commas mostly 0.29-0.66, 1.35-2.5).
-_COMMA_HEIGHT = 0.3
-_TALL = 1.3
+# wide (its tail); a point is smaller and round. Measured on the tuning pages' marks
+# read in place (238): points 0.15-0.29 of the digit height tall (5-95%), 0.88-1.19
+# times their width; commas 0.29-0.49 tall, 1.29-2.17 times their width, and a few
+# round ones taller than any point. These two rules miss 1 of the 238.
+_COMMA_HEIGHT = 0.34
+_TALL = 1.25
+# Within these of either rule's threshold a mark is as much a point as a comma.
+_UNSURE_SHAPE = 0.05
+_UNSURE_HEIGHT = 0.02
 
 
 @dataclass(frozen=True)
@@ -69,10 +74,15 @@ def classify(top: float, bottom: float, width: float, frame: LineFrame) -> str:
     return UNKNOWN
 
 
-def round_comma(kind: str, top: float, bottom: float, width: float) -> bool:
-    """A comma no taller than a point is round: told from a point by its size alone, which
-    a thick pen also gives a point (drawings' points read as commas on the tuning pages)."""
-    return kind == COMMA and bottom - top < _TALL * width
+def point_or_comma_unsure(top: float, bottom: float, width: float, frame: LineFrame) -> bool:
+    """Whether a point or comma is near the line between the two (see :func:`classify`):
+    a round mark about as tall as the smallest commas, or one about as much taller than
+    wide as the roundest commas."""
+    height = max(1.0, bottom - top)
+    digit = frame.height
+    if height < _COMMA_HEIGHT * digit and abs(height / max(1.0, width) - _TALL) < _UNSURE_SHAPE:
+        return True
+    return height < _TALL * width and abs(height / digit - _COMMA_HEIGHT) < _UNSURE_HEIGHT
 
 
 def describe(mark: str) -> str:

@@ -163,8 +163,8 @@ def _field(
         # The digits of one number are about as tall as each other; letters are not
         # ('h' and 'e'), nor a smudge beside a digit.
         problems.append("marks of different heights, perhaps letters")
-    if any(marks.round_comma(i.kind, *i.deskewed, i.box[2]) for i in items):
-        problems.append("a comma as round as a point: point or comma unsure")
+    if any(i.unsure for i in items):
+        problems.append("a mark between a point and a comma in shape: point or comma unsure")
     pairs = zip(items, items[1:], strict=False)
     gaps = [_gap([read[id(a)]], [read[id(b)]]) for a, b in pairs if a.kind == b.kind == "digit"]
     if gaps and max(gaps) > _LOST_MARK_GAP:
