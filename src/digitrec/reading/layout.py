@@ -483,8 +483,11 @@ def _fields(items: list[Item], frame: LineFrame) -> list[list[int]]:
     fields: list[list[int]] = []
     right, previous = -np.inf, None
     for index, item in enumerate(items):
-        x, _, w, _ = item.box
-        if not fields or x - right > _field_gap(previous, item) * frame.height:
+        x, _, w, h = item.box
+        # Some hands and fonts hang a '4' or '9' below the others ("old-style" figures):
+        # the taller neighbour is the measure of the gap.
+        digit = max(frame.height, h, previous.box[3] if previous else 0)
+        if not fields or x - right > _field_gap(previous, item) * digit:
             fields.append([])
         fields[-1].append(index)
         right, previous = max(right, x + w), item
