@@ -1,0 +1,100 @@
+"""Lines and fields of a page from the marks' geometry alone (:mod:`digitrec.reading.layout`,
+:mod:`digitrec.reading.marks`): commas of close lines, lines whose digits touch, the gaps
+that part numbers, points told from commas. Pages are drawn with plain shapes, so these
+pin the geometry rules without a model or a font.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from digitrec.reading import marks
+from digitrec.reading.layout import find_layout
+from digitrec.reading.marks import LineFrame
+
+DIGIT = 60  # a digit's height in pixels
+WIDTH = 34
+STROKE = 5
+
+
+def _page(height: int = 400, width: int = 900) -> np.ndarray:
+    return np.full((height, width), 255, np.uint8)
+
+
+def _digit(page: np.ndarray, left: int, top: int, width: int = WIDTH) -> None:
+    """A '0'-like ring, ``DIGIT`` tall."""
+    centre = (left + width // 2, top + DIGIT // 2)
+    cv2.ellipse(page, centre, (width // 2 - 2, DIGIT // 2 - 2), 0, 0, 360, 0, STROKE)
+
+
+def _comma(page: np.ndarray, left: int, baseline: int, tail: float) -> None:
+    """A comma: a dot on the baseline and a tail reaching ``tail`` digits below it."""
+    cv2.circle(page, (left + 5, baseline - 5), 5, 0, -1)
+    cv2.line(page, (left + 7, baseline - 3), (left + 2, baseline + int(tail * DIGIT)), 0, 4)
+
+
+def _items(line) -> list[str]:
+    return [item.kind for item in line.items]
+
+
+def test_a_tall_comma_dipping_into_the_next_line_stays_with_its_own():
+    page = _page()
+    top, pitch = 60, int(1.12 * DIGIT)  # lines a tenth of a digit apart
+    for row in range(2):
+        for column, left in enumerate((100, 140, 200, 240, 280)):
+            if row == 1 and column < 3:
+                continue  # the lower line has nothing of its own beside the comma
+            _digit(page, left, top + row * pitch)
+    _comma(page, 181, top + DIGIT, tail=0.35)
+    layout = find_layout(page)
+    assert len(layout.lines) == 2
+    assert _items(layout.lines[0]) == ["digit", "digit", ",", "digit", "digit", "digit"]
+    assert _items(layout.lines[1]) == ["digit", "digit"]
+
+
+def test_lines_whose_digits_all_touch_take_their_height_from_the_single_digits():
+    page = _page()
+    top, pitch = 60, DIGIT + 6
+    # Two lines; in three columns of four a stroke joins the digits, so the marks most
+    # often seen are two digits tall.
+    for column, left in enumerate((100, 150, 200, 250)):
+        _digit(page, left, top)
+        _digit(page, left, top + pitch)
+        if column < 3:
+            middle = left + WIDTH // 2
+            cv2.line(page, (middle, top + DIGIT - 4), (middle, top + pitch + 4), 0, STROKE)
+    layout = find_layout(page)
+    assert [_items(line) for line in layout.lines] == [["digit"] * 4] * 2
+    heights = [item.box[3] for line in layout.lines for item in line.items]
+    assert max(heights) < 1.3 * DIGIT
+
+
+def test_fields_part_at_a_wide_gap_and_before_a_minus_after_a_number():
+    page = _page(200)
+    x = 60
+    for step in (0.15, 0.15, 0.8, 0.15):
+        _digit(page, x, 60)
+        x += WIDTH + int(step * DIGIT)
+    _digit(page, x, 60)
+    x += WIDTH + int(0.5 * DIGIT)
+    # A minus a little apart from the number before it starts the next number.
+    cv2.line(page, (x, 90), (x + 26, 90), 0, STROKE)
+    x += 26 + int(0.15 * DIGIT)
+    _digit(page, x, 60)
+    layout = find_layout(page)
+    (line,) = layout.lines
+    kinds = [[line.items[i].kind for i in field] for field in line.fields]
+    assert kinds == [["digit"] * 3, ["digit"] * 2, ["-", "digit"]]
+
+
+def test_a_round_mark_is_a_point_a_tailed_one_a_comma_and_between_them_unsure():
+    frame = LineFrame(0.0, 100.0)
+    point = (88.0, 108.0, 20.0)  # on the baseline, as tall as wide
+    comma = (88.0, 124.0, 20.0)  # a tail below the baseline
+    between = (88.0, 113.0, 20.0)  # 1.25 times as tall as wide
+    assert marks.classify(*point, frame) == marks.POINT
+    assert marks.classify(*comma, frame) == marks.COMMA
+    assert not marks.point_or_comma_unsure(*point, frame)
+    assert not marks.point_or_comma_unsure(*comma, frame)
+    assert marks.point_or_comma_unsure(*between, frame)
