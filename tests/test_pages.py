@@ -160,3 +160,36 @@ def test_a_number_whose_point_or_comma_is_lost_is_flagged(model, font, text, gap
     assert sum(len(f.digits) for f in fields) == sum(ch.isdigit() for ch in text)
     assert not any(ch in ".,-" for f in fields for ch in f.text)
     assert all(f.needs_review and "point or comma" in f.diagnosis for f in fields)
+
+
+def _ring(page: np.ndarray, left: int, top: int, width: int, height: int = 60) -> None:
+    """A '0'-like ring: a digit shape any model reads as something."""
+    centre = (left + width // 2, top + height // 2)
+    cv2.ellipse(page, centre, (width // 2 - 2, height // 2 - 2), 0, 0, 360, 0, 5)
+
+
+def test_a_digit_much_wider_than_the_others_is_flagged(model):
+    page = np.full((200, 900), 255, np.uint8)
+    # Three numbers of narrow digits, and one whose only "digit" is as wide as two of them
+    # (a pair the segmenter left joined) though not wider than tall.
+    for left in (60, 100, 220, 260, 380, 420):
+        _ring(page, left, 60, 32)
+    _ring(page, 540, 60, 56)
+    reading = read_page(model, page)
+    (line,) = reading.lines
+    assert [len(f.digits) for f in line] == [2, 2, 2, 1]
+    assert "digit count unsure" in line[3].diagnosis
+    assert not any("digit count unsure" in (f.diagnosis or "") for f in line[:3])
+
+
+def test_digits_of_two_lines_parted_through_much_ink_are_flagged(model):
+    page = np.full((300, 600), 255, np.uint8)
+    for left in (60, 200, 340):
+        _ring(page, left, 60, 36)
+        _ring(page, left, 126, 36)
+    # A blot joins the first column's digits across the lines: any cut goes through ink.
+    cv2.rectangle(page, (58, 108), (98, 132), 0, -1)
+    reading = read_page(model, page)
+    assert [[len(f.digits) for f in line] for line in reading.lines] == [[1, 1, 1]] * 2
+    guessed = [["part is a guess" in (f.diagnosis or "") for f in line] for line in reading.lines]
+    assert guessed == [[True, False, False]] * 2
