@@ -98,3 +98,18 @@ def test_a_round_mark_is_a_point_a_tailed_one_a_comma_and_between_them_unsure():
     assert not marks.point_or_comma_unsure(*point, frame)
     assert not marks.point_or_comma_unsure(*comma, frame)
     assert marks.point_or_comma_unsure(*between, frame)
+
+
+def test_a_digit_joined_to_a_comma_of_the_line_above_is_marked():
+    page = _page()
+    top, pitch = 60, int(1.25 * DIGIT)
+    for row in range(2):
+        for left in (100, 140, 200, 240):
+            _digit(page, left, top + row * pitch)
+    # The upper line's comma hangs down onto the top of a digit below it.
+    _comma(page, 181, top + DIGIT, tail=0.3)
+    cv2.line(page, (183, top + DIGIT + 14), (215, top + pitch + 2), 0, 4)
+    layout = find_layout(page)
+    assert len(layout.lines) == 2
+    assert [item.reaches_up for item in layout.lines[0].items] == [False] * 4
+    assert [item.reaches_up for item in layout.lines[1].items] == [False, False, True, False]

@@ -53,6 +53,8 @@ _SINGLES = 0.25
 # A comma hangs up to this share of its line's digit height below the baseline; a mark
 # below the cut between two lines may belong to the one above (see _hangs_from).
 _HANGING = 0.4
+# A digit whose top is this share of a digit above its line's top reaches out of it.
+_REACH = 0.25
 # Two marks are on one line when their heights overlap by this share of the smaller.
 _SAME_LINE = 0.5
 # A cut between touching lines bends up to this share of the digit height from straight.
@@ -85,6 +87,9 @@ class Item:
     joined: bool = False
     # A point or comma whose shape is between the two.
     unsure: bool = False
+    # A digit reaching up where the line above's points and commas hang: one of them may
+    # be joined to it.
+    reaches_up: bool = False
 
 
 @dataclass
@@ -133,7 +138,21 @@ def find_layout(image: np.ndarray) -> Layout:
             lines.append(line)
     if not lines:
         return Layout(diagnosis="no digits found")
+    for above, line in zip(lines, lines[1:], strict=False):
+        _mark_reaching_up(line, above.frame, slant)
     return Layout(lines, ink.scale, slant)
+
+
+def _mark_reaching_up(line: LineLayout, above: LineFrame, slant: float) -> None:
+    """Mark the digits of ``line`` that reach well above its top into the rows where the
+    line above's commas hang (a comma joined to a digit below it is read as part of it)."""
+    digit = line.frame.height
+    hanging = above.baseline + _HANGING * above.height
+    for item in line.items:
+        x, y, w, _ = item.box
+        top = y - (x + w / 2) * slant
+        if item.kind == "digit" and top < min(line.frame.top - _REACH * digit, hanging):
+            item.reaches_up = True
 
 
 class _Marks:

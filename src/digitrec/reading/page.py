@@ -169,6 +169,8 @@ def _field(
     gaps = [_gap([read[id(a)]], [read[id(b)]]) for a, b in pairs if a.kind == b.kind == "digit"]
     if gaps and max(gaps) > _LOST_MARK_GAP:
         problems.append("a wide gap between two digits: a point or comma may be missing")
+    if any(i.reaches_up for i in items):
+        problems.append("a digit reaching into the line above: a point or comma of it joined?")
     if any(i.joined for i in items):
         problems.append("a digit touching one of the next line: where they part is a guess")
     if any(d.box[2] > _WIDE * d.box[3] for d in digits):
