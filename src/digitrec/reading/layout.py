@@ -6,13 +6,16 @@
    row profile of the ink is sharpest;
 2. lines: the digit-sized marks grouped by how much they overlap in (deskewed) height,
    so lines of different heights and a slight slope stay apart, and a mark spanning two
-   lines (digits of one line touching the next) is cut between them; no box ever holds
-   the marks of two lines (a '1' written above a '7');
+   lines (digits of one line touching the next) is cut between them along the path of
+   least ink; no box ever holds the marks of two lines (a '1' written above a '7'). The
+   digit height comes from the single digits when most marks are digits of two lines
+   joined; a comma is never digit-sized (it is narrow), and one dipping below the cut
+   between close lines stays with the line whose digits it sits beside;
 3. in each line, minus signs, points and commas told from their shape and place
    (:mod:`digitrec.reading.marks`), the rest split into digits by the one-line segmenter
    (:func:`~digitrec.reading.segment.digit_pieces`);
 4. fields: the line's digits and marks, left to right, broken where the gap between two
-   is wide for the line's digit height;
+   is wide for the line's digit height (wider beside a mark; narrower before a minus);
 5. for tables, columns: fields of different lines whose deskewed x-extents overlap.
 """
 
