@@ -47,6 +47,7 @@ class DigitReading:
             "confidence": round(self.confidence, 4),
         }
 
+
     @property
     def confidence(self) -> float:
         """The model's probability of its answer (calibrated: see benchmarks/pages.py)."""
