@@ -18,9 +18,11 @@ from :mod:`digitrec.testing.synthetic`, deterministic for a seed:
 - ``uci``: scikit-learn's 8x8 UCI digits (other writers' real handwriting) drawn at 96 px,
   half of them inverted.
 
-and from :mod:`digitrec.unipen`, real pen-written digits (UNIPEN train_r01_v07 category 1a,
-International Unipen Foundation, doi:10.5281/zenodo.1195803, CC BY 4.0) of the held-out
-writers (``--unipen-part``; the split is by writer, see ``digitrec.unipen``):
+and from :mod:`digitrec.testing.unipen`, real pen-written digits shipped with digitrec
+(UNIPEN train_r01_v07 category 1a, International Unipen Foundation,
+doi:10.5281/zenodo.1195803, CC BY 4.0) of the held-out writers (``--unipen-part``; the split
+is by writer, see :mod:`digitrec.data.pen_digits`; the default model trains on the tuning
+writers' digits only):
 
 - ``unipen-drawings``: canvas drawings, at most ``--count`` digits of each writer;
 - ``unipen-photos``: ink on photographed paper, at most ``--count`` digits of each writer;
@@ -60,7 +62,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from digitrec import config, models
-from digitrec.data import datasets
+from digitrec.data import datasets, pen_digits
 from digitrec.data.images import load_image
 from digitrec.reading.recognize import read_image
 from digitrec.testing import synthetic, unipen
@@ -89,10 +91,10 @@ TUNED_ON = {
     "mnist": "model kinds and their parameters (validation split of MNIST's training images)",
     "fonts": "segmentation, MNIST framing and stroke normalisation (seeds 7000-9000)",
     "uci": "nothing",
-    "unipen": "turning slanted lines level, cutting marks too wide for one digit (tuning "
-    "writers only)",
+    "unipen": "the default training data (mnist+unipen) has the tuning writers' digits; "
+    "turning slanted lines level, cutting marks too wide for one digit (tuning writers only)",
 }
-UNIPEN_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "unipen-1a-dev.npz"
+UNIPEN_FILE = pen_digits.SHIPPED
 DRAWING_BACKGROUNDS = ("white", "transparent", "black", "transparent-light")
 # An image's bytes, its label and its writer ("" where the writer is unknown).
 Item = tuple[bytes, str, str]
