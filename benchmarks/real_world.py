@@ -3,7 +3,7 @@ reported by source.
 
     python benchmarks/real_world.py                    # the default model
     python benchmarks/real_world.py --model DIR        # a saved model
-    python benchmarks/real_world.py --kind cnn-robust  # train one on full MNIST first
+    python benchmarks/real_world.py --kind cnn-robust  # train one on mnist+unipen first
     python benchmarks/real_world.py --kind knn --train-size 10000 --count 50   # a quick look
     python benchmarks/real_world.py --unipen-part tuning --count 20 --no-mnist  # while choosing
 
@@ -236,13 +236,13 @@ def load_or_train(args: argparse.Namespace) -> tuple[models.Model, str]:
         if not (Path(directory) / "model.json").is_file():
             sys.exit(f"error: no model at {directory}; train one (make run) or pass --model/--kind")
         return models.load(Path(directory)), str(directory)
-    mnist = datasets.load("mnist")
+    data = datasets.load(args.dataset)
     if args.train_size is not None:
-        mnist = mnist.subset(args.train_size, None, 0)
+        data = data.subset(args.train_size, None, 0)
     params = models.parse_params(args.param)
     started = time.perf_counter()
-    model = models.train(args.kind, mnist, params)
-    what = f"{args.kind} {model.params} trained on {len(mnist.y_train)} MNIST images"
+    model = models.train(args.kind, data, params)
+    what = f"{args.kind} {model.params} trained on {len(data.y_train)} {args.dataset} images"
     print(f"trained {what} in {time.perf_counter() - started:.0f} s", flush=True)
     if args.save is not None:
         models.save(model, args.save)
@@ -260,8 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", type=Path, help="a saved model directory")
-    source.add_argument("--kind", help="train a model of this kind on MNIST first")
+    source.add_argument("--kind", help="train a model of this kind first (on --dataset)")
     parser.add_argument("-p", "--param", action="append", default=[], help="name=value")
+    parser.add_argument(
+        "--dataset", default=config.DEFAULT_DATASET, help="with --kind: the training data"
+    )
     parser.add_argument("--train-size", type=int, help="with --kind: a stratified subset")
     parser.add_argument("--save", type=Path, help="with --kind: save the trained model here")
     parser.add_argument("--seed", type=int, default=1000, help="sets use seed+1 .. seed+4")
