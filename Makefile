@@ -21,7 +21,7 @@ APT_LOCK_TIMEOUT ?= 600
 .PHONY: run test test-fast install install-dev lock data system-packages lint bench clean on-device-model
 
 run: install data
-	$(BIN)/digitrec train --dataset mnist --keep-existing
+	$(BIN)/digitrec train --keep-existing
 	$(BIN)/digitrec evaluate
 	$(BIN)/digitrec serve --host $(HOST) --port $(PORT)
 
@@ -65,8 +65,9 @@ lock:
 	rm -rf $(LOCK_VENV)
 	@echo "wrote $(CONSTRAINTS): $$(grep -c '==' $(CONSTRAINTS)) pinned packages"
 
+# MNIST, and the tiles of the shipped UNIPEN digits that the default model adds to it.
 data: install
-	$(BIN)/digitrec data fetch mnist
+	$(BIN)/digitrec data fetch mnist+unipen
 
 # Installs the Debian packages the tests use, when missing (root as in CI, else sudo),
 # waiting up to APT_LOCK_TIMEOUT seconds for another program's apt/dpkg lock.

@@ -3,7 +3,7 @@ reported by source.
 
     python benchmarks/real_world.py                    # the default model
     python benchmarks/real_world.py --model DIR        # a saved model
-    python benchmarks/real_world.py --kind cnn-robust  # train one on full MNIST first
+    python benchmarks/real_world.py --kind cnn-robust  # train one on mnist+unipen first
     python benchmarks/real_world.py --kind knn --train-size 10000 --count 50   # a quick look
     python benchmarks/real_world.py --unipen-part tuning --count 20 --no-mnist  # while choosing
 
@@ -18,9 +18,11 @@ from :mod:`digitrec.testing.synthetic`, deterministic for a seed:
 - ``uci``: scikit-learn's 8x8 UCI digits (other writers' real handwriting) drawn at 96 px,
   half of them inverted.
 
-and from :mod:`digitrec.unipen`, real pen-written digits (UNIPEN train_r01_v07 category 1a,
-International Unipen Foundation, doi:10.5281/zenodo.1195803, CC BY 4.0) of the held-out
-writers (``--unipen-part``; the split is by writer, see ``digitrec.unipen``):
+and from :mod:`digitrec.testing.unipen`, real pen-written digits shipped with digitrec
+(UNIPEN train_r01_v07 category 1a, International Unipen Foundation,
+doi:10.5281/zenodo.1195803, CC BY 4.0) of the held-out writers (``--unipen-part``; the split
+is by writer, see :mod:`digitrec.data.pen_digits`; the default model trains on the tuning
+writers' digits only):
 
 - ``unipen-drawings``: canvas drawings, at most ``--count`` digits of each writer;
 - ``unipen-photos``: ink on photographed paper, at most ``--count`` digits of each writer;
@@ -60,7 +62,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from digitrec import config, models
-from digitrec.data import datasets
+from digitrec.data import datasets, pen_digits
 from digitrec.data.images import load_image
 from digitrec.reading.recognize import read_image
 from digitrec.testing import synthetic, unipen
@@ -89,10 +91,10 @@ TUNED_ON = {
     "mnist": "model kinds and their parameters (validation split of MNIST's training images)",
     "fonts": "segmentation, MNIST framing and stroke normalisation (seeds 7000-9000)",
     "uci": "nothing",
-    "unipen": "turning slanted lines level, cutting marks too wide for one digit (tuning "
-    "writers only)",
+    "unipen": "the default training data (mnist+unipen) has the tuning writers' digits; "
+    "turning slanted lines level, cutting marks too wide for one digit (tuning writers only)",
 }
-UNIPEN_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "unipen-1a-dev.npz"
+UNIPEN_FILE = pen_digits.SHIPPED
 DRAWING_BACKGROUNDS = ("white", "transparent", "black", "transparent-light")
 # An image's bytes, its label and its writer ("" where the writer is unknown).
 Item = tuple[bytes, str, str]
@@ -234,13 +236,13 @@ def load_or_train(args: argparse.Namespace) -> tuple[models.Model, str]:
         if not (Path(directory) / "model.json").is_file():
             sys.exit(f"error: no model at {directory}; train one (make run) or pass --model/--kind")
         return models.load(Path(directory)), str(directory)
-    mnist = datasets.load("mnist")
+    data = datasets.load(args.dataset)
     if args.train_size is not None:
-        mnist = mnist.subset(args.train_size, None, 0)
+        data = data.subset(args.train_size, None, 0)
     params = models.parse_params(args.param)
     started = time.perf_counter()
-    model = models.train(args.kind, mnist, params)
-    what = f"{args.kind} {model.params} trained on {len(mnist.y_train)} MNIST images"
+    model = models.train(args.kind, data, params)
+    what = f"{args.kind} {model.params} trained on {len(data.y_train)} {args.dataset} images"
     print(f"trained {what} in {time.perf_counter() - started:.0f} s", flush=True)
     if args.save is not None:
         models.save(model, args.save)
@@ -258,8 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", type=Path, help="a saved model directory")
-    source.add_argument("--kind", help="train a model of this kind on MNIST first")
+    source.add_argument("--kind", help="train a model of this kind first (on --dataset)")
     parser.add_argument("-p", "--param", action="append", default=[], help="name=value")
+    parser.add_argument(
+        "--dataset", default=config.DEFAULT_DATASET, help="with --kind: the training data"
+    )
     parser.add_argument("--train-size", type=int, help="with --kind: a stratified subset")
     parser.add_argument("--save", type=Path, help="with --kind: save the trained model here")
     parser.add_argument("--seed", type=int, default=1000, help="sets use seed+1 .. seed+4")

@@ -48,11 +48,14 @@ def _mnist_missing_message() -> str:
 
 
 def make_home(path: Path, with_mnist: bool = True) -> Path:
-    """A fresh data directory; it sees the real MNIST cache through a symlink, so tests
-    never download and never write into the user's own directory."""
+    """A fresh data directory; it sees the real MNIST cache (and the cached extra tiles of
+    ``mnist+unipen``) through symlinks, so tests never download, never draw those tiles
+    again and never write into the user's own directory."""
     (path / "datasets").mkdir(parents=True, exist_ok=True)
     if with_mnist and REAL_MNIST_CACHE.exists():
         (path / "datasets" / "mnist.npz").symlink_to(REAL_MNIST_CACHE.resolve())
+        for extra in REAL_MNIST_CACHE.parent.glob("extra-tiles-*.npz"):
+            (path / "datasets" / extra.name).symlink_to(extra.resolve())
     return path
 
 
@@ -93,6 +96,17 @@ def mnist(tmp_path_factory) -> datasets.Dataset:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DIGITREC_HOME", str(home))
         return datasets.load("mnist")
+
+
+@pytest.fixture(scope="session")
+def mnist_unipen(tmp_path_factory) -> datasets.Dataset:
+    """``mnist+unipen``, the default model's training data, loaded once per session."""
+    if not REAL_MNIST_CACHE.exists():
+        pytest.fail(_mnist_missing_message())
+    home = make_home(tmp_path_factory.mktemp("mnist-unipen-home"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DIGITREC_HOME", str(home))
+        return datasets.load("mnist+unipen")
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,9 @@ from digitrec.errors import DigitrecError
 # extra besides. Kept here, not in digitrec.models, so that the CLI can name it in its help
 # without importing scikit-learn.
 DEFAULT_KIND = "knn-idm-hknn"
+# What `digitrec train` trains on when no dataset is named: MNIST's training images with
+# other writers' digits added (digitrec.data.datasets.load_mnist_unipen); MNIST's test set.
+DEFAULT_DATASET = "mnist+unipen"
 
 
 def home() -> Path:

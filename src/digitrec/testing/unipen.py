@@ -1,16 +1,7 @@
 """Real pen-written digits (UNIPEN) drawn as canvas drawings, paper photos and whole numbers.
 
-The data: 6,533 isolated digits of category 1a from UNIPEN train_r01_v07, written by 30
-writers at five institutions (Synaptics, GMD, University of Queensland, ART, Princeton).
-Source: the International Unipen Foundation, "Unipen data set of on-line (vectorial)
-handwriting - train_r01_v07", Zenodo, doi:10.5281/zenodo.1195803, licence CC BY 4.0.
-The rest of UNIPEN is held out for evaluation and is not used anywhere in digitrec.
-
-The file (``unipen-1a-dev.npz``) holds pen trajectories: ``points`` int16 (N, 2), x and y
-in thousandths of an inch with y pointing down; ``stroke_ends`` (end index in ``points``
-of each stroke); ``sample_ends`` (end index in the strokes of each sample); ``label``;
-``writer``; ``institution``.
-
+The data and the writer split live in :mod:`digitrec.data.pen_digits` (UNIPEN train_r01_v07
+category 1a, International Unipen Foundation, doi:10.5281/zenodo.1195803, CC BY 4.0).
 Three renderings, each deterministic for a seed and an item index:
 
 - :func:`drawing`: a canvas drawing like the web page's finger drawing, a round pen of
@@ -20,121 +11,46 @@ Three renderings, each deterministic for a seed and an item index:
   shadow, warp, blur, noise and JPEG of :func:`digitrec.testing.synthetic.photo_of_ink`;
 - :func:`number_photo`: 2-6 digits of one writer side by side on a line, with uneven sizes
   and spacing, touching sometimes, the line slanted by up to 20 degrees sometimes.
-
-Writers, not samples, are split into a tuning part and a held-out part
-(:func:`is_held_out_writer`): a writer is held out when the first 32 bits of the SHA-256 of
-its id, as a big-endian integer, are divisible by 3 (10 of the 30 writers, 2,828 digits).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from digitrec.errors import DatasetError
+from digitrec.data.pen_digits import (
+    CREDIT,
+    PenDigits,
+    height_of,
+    ink_image,
+    is_held_out_writer,
+    item_rng,
+    load,
+)
 from digitrec.testing.synthetic import photo_of_ink
 
-CREDIT = (
-    "UNIPEN train_r01_v07 category 1a, International Unipen Foundation, "
-    "doi:10.5281/zenodo.1195803, CC BY 4.0"
-)
+__all__ = [
+    "BACKGROUNDS",
+    "CREDIT",
+    "PenDigits",
+    "drawing",
+    "drawings",
+    "is_held_out_writer",
+    "lay_out_number",
+    "load",
+    "number_drawing",
+    "number_photo",
+    "numbers",
+    "per_writer",
+    "photo",
+    "photos",
+]
+
 BACKGROUNDS = ("white", "black", "transparent", "transparent-light")
 MAX_SLANT = 20.0
-_ARRAYS = ("points", "stroke_ends", "sample_ends", "label", "writer", "institution")
-# Fixed-point bits of cv2's line drawing: strokes land on sixteenths of a pixel.
-_SHIFT = 4
-
-
-@dataclass(frozen=True)
-class PenDigits:
-    """Pen trajectories of labelled digits, in the file's layout (see the module docstring)."""
-
-    points: np.ndarray
-    stroke_ends: np.ndarray
-    sample_ends: np.ndarray
-    label: np.ndarray
-    writer: np.ndarray
-    institution: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.sample_ends)
-
-    def strokes(self, index: int) -> list[np.ndarray]:
-        """Sample ``index`` as a list of float (n, 2) strokes, x and y in 1/1000 inch."""
-        first = int(self.sample_ends[index - 1]) if index > 0 else 0
-        last = int(self.sample_ends[index])
-        out = []
-        for stroke in range(first, last):
-            start = int(self.stroke_ends[stroke - 1]) if stroke > 0 else 0
-            out.append(self.points[start : int(self.stroke_ends[stroke])].astype(np.float64))
-        return out
-
-    def writer_indices(self, part: str) -> np.ndarray:
-        """Indices of the samples by the "tuning" or the "held-out" writers, or "all"."""
-        if part == "all":
-            return np.arange(len(self))
-        held = np.array([is_held_out_writer(str(w)) for w in self.writer])
-        if part == "held-out":
-            return np.flatnonzero(held)
-        if part == "tuning":
-            return np.flatnonzero(~held)
-        raise ValueError(f"unknown part {part!r}; choose tuning, held-out or all")
-
-
-def load(path: Path) -> PenDigits:
-    """Read the pen digits file at ``path`` (no pickled objects are accepted)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in _ARRAYS}
-    except (OSError, KeyError, ValueError) as exc:
-        raise DatasetError(f"cannot read UNIPEN digits from {path}: {exc}") from exc
-    digits = PenDigits(**arrays)
-    if not (len(digits.label) == len(digits.writer) == len(digits) > 0):
-        raise DatasetError(f"{path}: labels, writers and samples differ in number")
-    return digits
-
-
-def is_held_out_writer(writer: str) -> bool:
-    """The split rule: held out when SHA-256(writer id)'s first 32 bits are divisible by 3."""
-    return int(hashlib.sha256(writer.encode()).hexdigest()[:8], 16) % 3 == 0
-
-
-def item_rng(seed: int, index: int) -> np.random.Generator:
-    """The generator of item ``index`` of a set: the same item whatever the set's size."""
-    return np.random.default_rng([seed, index])
-
-
-def ink_image(strokes: list[np.ndarray], *, scale: float, pen: float, pad: int) -> np.ndarray:
-    """Strokes drawn with a round pen ``pen`` pixels wide as float32 ink coverage (1.0 full),
-    ``scale`` pixels per 1/1000 inch, tightly framed with ``pad`` blank pixels around."""
-    joined = np.concatenate(strokes)
-    low = joined.min(axis=0)
-    extent = (joined.max(axis=0) - low) * scale
-    radius = pen / 2
-    width = int(np.ceil(extent[0] + 2 * (pad + radius))) + 1
-    height = int(np.ceil(extent[1] + 2 * (pad + radius))) + 1
-    canvas = np.zeros((height, width), np.uint8)
-    thickness = max(1, int(round(pen)))
-    for stroke in strokes:
-        fixed = np.rint(((stroke - low) * scale + pad + radius) * (1 << _SHIFT)).astype(np.int32)
-        if len(fixed) == 1 or np.all(fixed == fixed[0]):
-            # A dot: the pen touched down and lifted.
-            cv2.circle(canvas, tuple(fixed[0]), int(round(radius * (1 << _SHIFT))), 255,
-                       -1, cv2.LINE_AA, _SHIFT)  # fmt: skip
-        else:
-            cv2.polylines(canvas, [fixed], False, 255, thickness, cv2.LINE_AA, _SHIFT)
-    return canvas.astype(np.float32) / 255.0
-
-
-def _height(strokes: list[np.ndarray]) -> float:
-    joined = np.concatenate(strokes)
-    return max(float(np.ptp(joined[:, 1])), 1.0)
 
 
 def drawing(strokes: list[np.ndarray], rng: np.random.Generator, *, background: str) -> bytes:
@@ -145,7 +61,7 @@ def drawing(strokes: list[np.ndarray], rng: np.random.Generator, *, background: 
     fill = float(rng.uniform(0.3, 0.85))
     digit_height = fill * size
     pen = float(rng.uniform(0.05, 0.16)) * digit_height
-    ink = ink_image(strokes, scale=digit_height / _height(strokes), pen=pen, pad=0)
+    ink = ink_image(strokes, scale=digit_height / height_of(strokes), pen=pen, pad=0)
     # Wide digits (a long-flagged 1 written flat) may not fit: shrink to the canvas.
     shrink = min(1.0, 0.95 * size / max(ink.shape))
     if shrink < 1.0:
@@ -177,7 +93,7 @@ def photo(strokes: list[np.ndarray], rng: np.random.Generator) -> bytes:
     """A phone-photo-like JPEG of one digit written in ballpoint or felt-tip on paper."""
     height = int(rng.integers(40, 110))
     pen = float(rng.uniform(0.035, 0.11)) * height
-    ink = ink_image(strokes, scale=height / _height(strokes), pen=pen, pad=2)
+    ink = ink_image(strokes, scale=height / height_of(strokes), pen=pen, pad=2)
     return photo_of_ink(ink, rng, height=height)
 
 
@@ -198,7 +114,7 @@ def lay_out_number(
     None. The line is then turned by ``slant`` degrees (random: within 3 degrees,
     or up to ``MAX_SLANT`` one time in three); positive slant climbs to the right.
     """
-    line_height = float(np.median([_height(s) for s in samples]))
+    line_height = float(np.median([height_of(s) for s in samples]))
     if slant is None:
         wide = rng.random() < 1 / 3
         slant = float(rng.uniform(-MAX_SLANT, MAX_SLANT) if wide else rng.uniform(-3, 3))
@@ -211,7 +127,7 @@ def lay_out_number(
             size = float(rng.choice([rng.uniform(0.6, 0.75), rng.uniform(1.3, 1.5)]))
         else:
             size = float(rng.uniform(0.85, 1.15))
-        size *= line_height / _height(strokes)
+        size *= line_height / height_of(strokes)
         touches = rng.random() < 0.2 if touching is None else touching
         gap = rng.uniform(-0.04, 0.0) if touches else rng.uniform(0.1, 0.5)
         if index > 0:
@@ -236,7 +152,7 @@ def number_photo(
 ) -> bytes:
     """A phone-photo-like JPEG of one writer's digits written as one number."""
     strokes = lay_out_number(samples, rng, slant=slant, touching=touching)
-    line = float(np.median([_height(s) for s in samples]))
+    line = float(np.median([height_of(s) for s in samples]))
     height = int(rng.integers(36, 90))
     pen = float(rng.uniform(0.035, 0.1)) * height
     ink = ink_image(strokes, scale=height / line, pen=pen, pad=2)
@@ -253,7 +169,7 @@ def number_drawing(
 ) -> bytes:
     """A canvas-like PNG of one writer's digits written as one number."""
     strokes = lay_out_number(samples, rng, slant=slant, touching=touching)
-    line = float(np.median([_height(s) for s in samples]))
+    line = float(np.median([height_of(s) for s in samples]))
     height = int(rng.integers(50, 120))
     pen = float(rng.uniform(0.05, 0.14)) * height
     ink = ink_image(strokes, scale=height / line, pen=pen, pad=int(height * 0.6))
