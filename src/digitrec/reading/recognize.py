@@ -19,6 +19,7 @@ import numpy as np
 from digitrec.errors import ImageError
 from digitrec.explanation import Explanation
 from digitrec.models import Model
+from digitrec.reading.candidates import Candidates, find_candidates, read_candidates
 from digitrec.reading.framing import TILE, to_mnist_tile
 from digitrec.reading.line_direction import MIN_ANGLE, level, line_angle
 from digitrec.reading.segment import Segmentation, segment
@@ -227,33 +228,46 @@ def read_images(
         return _read_pages(
             images, model, layout, min_confidence, isolate_errors, explain, model_context
         )
-    found: list[Segmentation | Exception] = []
+    found: list[Candidates | Exception] = []
     for image in images:
         if isinstance(image, Exception):
             found.append(image)
             continue
         try:
-            found.append(find_digits(to_mnist_tile(image) if one_digit else image))
+            found.append(_candidates(to_mnist_tile(image) if one_digit else image))
         # One unreadable or pathological image must not fail the other images of a batch.
         except Exception as exc:
             if not isolate_errors:
                 raise
             found.append(exc)
-    segmented = [item for item in found if isinstance(item, Segmentation)]
-    tiles = [item.tiles for item in segmented if len(item.tiles)]
-    boxes = [box for item in segmented for box in item.boxes]
-    digits = (
-        read_tiles(model, np.concatenate(tiles), boxes, explain, model_context) if tiles else []
-    )
-    readings, taken = [], 0
+    candidates = [item for item in found if isinstance(item, Candidates)]
+
+    def read(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        with model_context():
+            return model.proba_and_distance(tiles_to_model_input(tiles, model))
+
+    read_candidates(read, candidates)
+    readings = []
     for item in found:
         if isinstance(item, Exception):
             readings.append(Reading(failure=item))
             continue
-        count = len(item.tiles)
-        readings.append(Reading(digits[taken : taken + count], item.diagnosis))
-        taken += count
+        chosen = item.chosen()
+        tiles = item.tiles[chosen]
+        boxes = [item.boxes[i] for i in chosen]
+        if explain:
+            digits = read_tiles(model, tiles, boxes, explain, model_context)
+        else:
+            digits = _readings_of(item.proba[chosen], model.classes, tiles, boxes)
+        readings.append(Reading(digits, item.diagnosis))
     return readings
+
+
+def _candidates(image: np.ndarray) -> Candidates:
+    """The candidate digits of one image: a 28x28 tile is one digit as it is."""
+    if image.shape == (TILE, TILE):
+        return Candidates.chain(find_digits(image))
+    return find_candidates(image)
 
 
 def _read_pages(
