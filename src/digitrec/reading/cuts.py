@@ -4,7 +4,8 @@ Geometry alone cuts touching digits badly: two cursive digits written together a
 no wider than one round digit, and a cut through the middle of a '0' looks much like a cut
 between a '1' and a '0'. A person reads the pieces to decide. So do we: every mark gets a
 few candidate cuts (the cuts geometry would make, see :mod:`digitrec.reading.segment`,
-and the paths from top to bottom through the least ink, see :func:`_seams`); every piece
+and paths from top to bottom through the least ink near each valley of the ink's
+vertical profile, see :func:`_seams`); every piece
 between two cuts of one mark, and every pair of neighbouring marks taken as one digit, is
 a candidate digit. The candidates form a lattice whose nodes are the cuts, left to right;
 the model reads every candidate once, and :func:`choose` takes the path through the
@@ -32,7 +33,7 @@ from digitrec.reading.segment import Mark
 # Candidate cuts per mark besides geometry's, and candidate digits per line besides
 # geometry's pieces and neighbouring marks taken together: a line of 64 marks still reads
 # in bounded time.
-_MAX_SEAMS = 6
+_MAX_SEAMS = 8
 MAX_PIECES = 48
 # Marks narrower than this share of the line's height are one digit (or a '1' and its
 # neighbour, too narrow to cut well); wider ones get candidate cuts.
@@ -52,26 +53,30 @@ _MERGE_GAP = 0.2
 # cuts through blank space go straight rather than weave.
 _DIAGONAL = 0.1
 
-# The score of a piece (see ``piece_scores``), chosen on UNIPEN's tuning writers' numbers
-# (benchmarks/real_world.py --unipen-part tuning --seed 9000): a random search of 300
-# settings; the best few read 0.65-0.66 of the numbers exactly, geometry alone 0.475.
+# The score of a piece (see ``piece_scores``), chosen on the first 200 numbers of UNIPEN's
+# tuning writers (benchmarks/real_world.py --unipen-part tuning --seed 9000) by a random
+# search of 300 settings, every candidate read: the best read 0.71 of the numbers exactly
+# (many others 0.705), geometry's cuts alone 0.475; a path of the right digits existed
+# for 0.75.
 SCORE_WEIGHTS = {
     "piece": 0.5,  # added per digit: more or fewer digits
-    "wide_from": 0.9,  # widths beyond this many line heights cost ...
-    "wide": 2.0,  # ... this much per squared line height
-    "short_below": 0.7,  # heights below this many line heights cost ...
+    "wide_from": 1.0,  # widths beyond this many line heights cost ...
+    "wide": 4.0,  # ... this much per squared line height
+    "short_below": 0.6,  # heights below this many line heights cost ...
     "short": 20.0,  # ... this much per squared line height
     "cut": 1.0,  # per stroke width of ink that the cut before the piece crosses
     "geometry": 0.25,  # for a piece that geometry alone would cut
-    "blank": 3.0,  # for a sliver with too little ink to be a digit, read as nothing
+    "blank": 1.0,  # for a sliver with too little ink to be a digit, read as nothing
     "distance": 0.5,  # per temperature of distance to the nearest digit the model knows
 }
 # Geometry's pieces of a mark are read first; the mark's other candidates only when one of
 # them is wider than this many line heights, or read with a probability below this, or
 # lies further than this (in temperatures) from every digit the model knows. On the same
-# numbers these read as many exactly as reading every candidate (0.65 vs 0.66) with 8.7
-# tiles an image instead of 15.7 (geometry's alone: 4.2).
-EXPLORE = {"width": 1.2, "probability": 0.9, "distance": 8.0}
+# numbers these read 0.70 exactly (every candidate read: 0.71) with 9.5 tiles a number
+# instead of 18.5 (geometry's alone: 3.6); on the font generator's numbers (seed 9002)
+# 3.2 tiles instead of 3.1, and as many exactly as geometry alone (0.98; every candidate
+# read: 0.965).
+EXPLORE = {"width": 1.5, "probability": 0.9, "distance": 10.0}
 
 
 @dataclass
@@ -257,7 +262,7 @@ def _pairs(bounds: int) -> int:
 
 
 def _seam_count(width: int, line_height: float) -> int:
-    return int(min(_MAX_SEAMS, 1 + round(1.5 * width / line_height)))
+    return int(min(_MAX_SEAMS, 1 + round(3 * width / line_height)))
 
 
 def _bounds(
@@ -343,15 +348,35 @@ def _merged(a: Mark, b: Mark, line_height: float) -> tuple[np.ndarray, Box] | No
 
 
 def _seams(solid: np.ndarray, lo: int, hi: int, count: int, apart: int) -> list[np.ndarray]:
-    """Up to ``count`` cuts from top to bottom of ``solid`` that cross the least ink,
-    ending between columns ``lo`` and ``hi`` at least ``apart`` columns from each other.
+    """Up to ``count`` cuts from top to bottom of ``solid`` through little ink, between
+    columns ``lo`` and ``hi``, each near its own valley of the vertical ink profile (the
+    emptiest columns first, at least ``apart`` columns from each other).
 
-    One pass of dynamic programming finds, for every column of the bottom row, the cut
-    ending there through the least ink that moves at most one column a row (so it can pass
-    between digits whose parts overlap in the columns); the cheapest ends are taken.
+    Each cut is the path through the least ink within half ``apart`` of its valley that
+    moves at most one column a row, so it can pass between digits whose parts overlap in
+    the columns (a '0' under the hook of a '2').
     """
     if hi < lo:
         return []
+    profile = solid.sum(axis=0).astype(np.float64)
+    smooth = np.convolve(profile, np.ones(3) / 3, mode="same")
+    inner = np.arange(lo, hi + 1)
+    left = smooth[np.maximum(inner - 1, 0)]
+    right = smooth[np.minimum(inner + 1, len(smooth) - 1)]
+    valleys = inner[(smooth[inner] <= left) & (smooth[inner] <= right)]
+    anchors: list[int] = []
+    for column in valleys[np.argsort(smooth[valleys], kind="stable")]:
+        if len(anchors) == count:
+            break
+        if all(abs(int(column) - other) >= apart for other in anchors):
+            anchors.append(int(column))
+    half = max(1, apart // 2)
+    return [_seam(solid, max(lo, a - half), min(hi, a + half)) for a in sorted(anchors)]
+
+
+def _seam(solid: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """The top-to-bottom path through the least ink between columns ``lo`` and ``hi``,
+    moving at most one column a row (each such move costing ``_DIAGONAL`` more)."""
     cost = solid[:, lo : hi + 1].astype(np.float64)
     total = cost[0].copy()
     came_from = np.zeros(cost.shape, np.int64)
@@ -362,20 +387,11 @@ def _seams(solid: np.ndarray, lo: int, hi: int, count: int, apart: int) -> list[
         move = options.argmin(axis=0)
         total = options[move, index] + cost[row]
         came_from[row] = index + move - 1
-    ends: list[int] = []
-    for end in np.argsort(total, kind="stable"):
-        if len(ends) == count:
-            break
-        if all(abs(int(end) - other) >= apart for other in ends):
-            ends.append(int(end))
-    seams = []
-    for end in ends:
-        seam = np.empty(len(cost), np.int64)
-        seam[-1] = end
-        for row in range(len(cost) - 1, 0, -1):
-            seam[row - 1] = came_from[row, seam[row]]
-        seams.append(seam + lo)
-    return seams
+    seam = np.empty(len(cost), np.int64)
+    seam[-1] = int(total.argmin())
+    for row in range(len(cost) - 1, 0, -1):
+        seam[row - 1] = came_from[row, seam[row]]
+    return seam + lo
 
 
 def _same_cut(mark: Mark, a: np.ndarray, b: np.ndarray) -> bool:
