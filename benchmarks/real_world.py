@@ -89,8 +89,8 @@ TUNED_ON = {
     "mnist": "model kinds and their parameters (validation split of MNIST's training images)",
     "fonts": "segmentation, MNIST framing and stroke normalisation (seeds 7000-9000)",
     "uci": "nothing",
-    "unipen": "turning slanted lines level, cutting marks too wide for one digit (tuning "
-    "writers only)",
+    "unipen": "turning slanted lines level, cutting marks too wide for one digit, choosing "
+    "among candidate cuts by the model's reading (tuning writers only)",
 }
 UNIPEN_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "unipen-1a-dev.npz"
 DRAWING_BACKGROUNDS = ("white", "transparent", "black", "transparent-light")

@@ -62,6 +62,7 @@ SCORE_WEIGHTS = {
     "piece": 0.5,  # added per digit: more or fewer digits
     "wide_from": 1.0,  # widths beyond this many line heights cost ...
     "wide": 4.0,  # ... this much per squared line height
+    "widest": 1.8,  # no piece wider than this many line heights is one digit
     "short_below": 0.6,  # heights below this many line heights cost ...
     "short": 20.0,  # ... this much per squared line height
     "cut": 1.0,  # per stroke width of ink that the cut before the piece crosses
@@ -198,6 +199,8 @@ def piece_scores(
         - w["cut"] * crossed
         + w["geometry"] * np.asarray(found.geometric, np.float64)
     )
+    # No one digit is that wide, unless geometry could find no cut in it.
+    score[(width > w["widest"]) & ~np.asarray(found.geometric)] = -np.inf
     blank = np.asarray(found.blank)
     score[blank] = -w["blank"] - w["cut"] * crossed[blank]
     read = np.asarray(found.read(), np.int64)

@@ -1,10 +1,12 @@
 """From images of handwriting to the numbers they show: segment, classify each digit.
 
 :func:`read_images` is the one path that the CLI's ``predict``, the web app and batch jobs
-share; they add loading and formatting, never recognition logic. It segments every image,
-then classifies the digits of all of them in one model call: a kNN model answers a block of
-queries about 70 times faster per digit than one query at a time (117 ms vs 1.6 ms per MNIST
-tile against 60,000 references, measured).
+share; they add loading and formatting, never recognition logic. It finds every image's
+candidate digits (:mod:`digitrec.reading.candidates`), then reads those of all the images
+in one model call, and a second for the marks worth another look, and chooses each image's
+cuts by that reading (:mod:`digitrec.reading.cuts`): a kNN model answers a block of queries
+about 70 times faster per digit than one query at a time (117 ms vs 1.6 ms per MNIST tile
+against 60,000 references, measured).
 """
 
 from __future__ import annotations
