@@ -135,3 +135,10 @@ def test_candidates_are_bounded_however_many_marks():
     geometric = sum(found.lattice.geometric)
     assert len(found.tiles) <= geometric + 17 + cuts.MAX_PIECES
     assert len(found.tiles) > geometric
+
+
+def test_a_blank_page_has_no_candidates_and_says_why():
+    found = find_candidates(np.full((80, 120), 255, np.uint8))
+    read_candidates(sure_reader([]), [found])
+    assert found.diagnosis == "no ink found"
+    assert len(found.tiles) == 0 and found.chosen() == []

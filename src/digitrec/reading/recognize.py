@@ -257,7 +257,7 @@ def read_images(
         chosen = item.chosen()
         tiles = item.tiles[chosen]
         boxes = [item.boxes[i] for i in chosen]
-        if explain:
+        if explain or not chosen:
             digits = read_tiles(model, tiles, boxes, explain, model_context)
         else:
             digits = _readings_of(item.proba[chosen], model.classes, tiles, boxes)
