@@ -92,7 +92,8 @@ TUNED_ON = {
     "fonts": "segmentation, MNIST framing and stroke normalisation (seeds 7000-9000)",
     "uci": "nothing",
     "unipen": "the default training data (mnist+unipen) has the tuning writers' digits; "
-    "turning slanted lines level, cutting marks too wide for one digit (tuning writers only)",
+    "turning slanted lines level, cutting marks too wide for one digit, choosing among "
+    "candidate cuts by the model's reading (tuning writers only)",
 }
 UNIPEN_FILE = pen_digits.SHIPPED
 DRAWING_BACKGROUNDS = ("white", "transparent", "black", "transparent-light")

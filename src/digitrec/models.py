@@ -195,6 +195,24 @@ class Model:
         predicted = self.estimator.predict(images)
         return (predicted[:, None] == self.classes[None, :]).astype(np.float64)
 
+    def proba_and_distance(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`predict_proba` and, from the same search, each image's distance to the
+        nearest reference of the class answered, in units of the temperature of the softmin
+        that makes the probabilities: how unlike every training digit the image is, which
+        the probabilities (relative between classes) do not say. The distance is None for
+        models that do not answer with references or have no temperature."""
+        final = self._final()
+        if not isinstance(final, ReferenceClassifier):
+            return self.predict_proba(images), None
+        # knn-idm-hknn's is a parameter; knn-idm fits its own (None when it votes instead).
+        unit = final.get_params().get("temperature") or getattr(final, "temperature_", None)
+        if not unit:
+            return self.predict_proba(images), None
+        if isinstance(self.estimator, Pipeline):
+            images = self.estimator[:-1].transform(images)
+        proba, distances, _ = final.answer(images, 1)
+        return proba, distances[:, 0] / float(unit)
+
     def explain(self, images: np.ndarray) -> tuple[np.ndarray, list[Explanation]]:
         """:meth:`predict_proba` and, per image, why: computed from what the model used to
         decide (:mod:`digitrec.explanation`)."""

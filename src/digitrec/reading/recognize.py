@@ -1,10 +1,12 @@
 """From images of handwriting to the numbers they show: segment, classify each digit.
 
 :func:`read_images` is the one path that the CLI's ``predict``, the web app and batch jobs
-share; they add loading and formatting, never recognition logic. It segments every image,
-then classifies the digits of all of them in one model call: a kNN model answers a block of
-queries about 70 times faster per digit than one query at a time (117 ms vs 1.6 ms per MNIST
-tile against 60,000 references, measured).
+share; they add loading and formatting, never recognition logic. It finds every image's
+candidate digits (:mod:`digitrec.reading.candidates`), then reads those of all the images
+in one model call, and a second for the marks worth another look, and chooses each image's
+cuts by that reading (:mod:`digitrec.reading.cuts`): a kNN model answers a block of queries
+about 70 times faster per digit than one query at a time (117 ms vs 1.6 ms per MNIST tile
+against 60,000 references, measured).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from digitrec.errors import ImageError
 from digitrec.explanation import Explanation
 from digitrec.models import Model
+from digitrec.reading.candidates import Candidates, find_candidates, read_candidates
 from digitrec.reading.framing import TILE, to_mnist_tile
 from digitrec.reading.line_direction import MIN_ANGLE, level, line_angle
 from digitrec.reading.segment import Segmentation, segment
@@ -227,33 +230,46 @@ def read_images(
         return _read_pages(
             images, model, layout, min_confidence, isolate_errors, explain, model_context
         )
-    found: list[Segmentation | Exception] = []
+    found: list[Candidates | Exception] = []
     for image in images:
         if isinstance(image, Exception):
             found.append(image)
             continue
         try:
-            found.append(find_digits(to_mnist_tile(image) if one_digit else image))
+            found.append(_candidates(to_mnist_tile(image) if one_digit else image))
         # One unreadable or pathological image must not fail the other images of a batch.
         except Exception as exc:
             if not isolate_errors:
                 raise
             found.append(exc)
-    segmented = [item for item in found if isinstance(item, Segmentation)]
-    tiles = [item.tiles for item in segmented if len(item.tiles)]
-    boxes = [box for item in segmented for box in item.boxes]
-    digits = (
-        read_tiles(model, np.concatenate(tiles), boxes, explain, model_context) if tiles else []
-    )
-    readings, taken = [], 0
+    candidates = [item for item in found if isinstance(item, Candidates)]
+
+    def read(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        with model_context():
+            return model.proba_and_distance(tiles_to_model_input(tiles, model))
+
+    read_candidates(read, candidates)
+    readings = []
     for item in found:
         if isinstance(item, Exception):
             readings.append(Reading(failure=item))
             continue
-        count = len(item.tiles)
-        readings.append(Reading(digits[taken : taken + count], item.diagnosis))
-        taken += count
+        chosen = item.chosen()
+        tiles = item.tiles[chosen]
+        boxes = [item.boxes[i] for i in chosen]
+        if explain or not chosen:
+            digits = read_tiles(model, tiles, boxes, explain, model_context)
+        else:
+            digits = _readings_of(item.proba[chosen], model.classes, tiles, boxes)
+        readings.append(Reading(digits, item.diagnosis))
     return readings
+
+
+def _candidates(image: np.ndarray) -> Candidates:
+    """The candidate digits of one image: a 28x28 tile is one digit as it is."""
+    if image.shape == (TILE, TILE):
+        return Candidates.chain(find_digits(image))
+    return find_candidates(image)
 
 
 def _read_pages(

@@ -35,6 +35,27 @@ _PIECE_INSIDE = 0.05
 
 
 @dataclass
+class Mark:
+    """One mark: a group of ink components (working scale) and where geometry alone cuts
+    it into digits.
+
+    ``bounds`` are the cuts, each the column of the cut in every row of ``mask``, from the
+    left edge (all 0) to the right edge (all ``w``); one digit has just those two.
+    """
+
+    mask: np.ndarray
+    box: Box
+    bounds: list[np.ndarray]
+    stroke: float
+
+    def pieces(self) -> list[tuple[np.ndarray, Box]]:
+        """The digits' masks and boxes between the cuts (the whole mark if none)."""
+        if len(self.bounds) == 2:
+            return [(self.mask, self.box)]
+        return _cut(self.mask, self.box, self.bounds, self.stroke) or [(self.mask, self.box)]
+
+
+@dataclass
 class Segmentation:
     """The digits found in one image, left to right.
 
@@ -79,12 +100,24 @@ def digit_pieces(ink: Ink) -> list[tuple[np.ndarray, Box]] | str:
 
     :mod:`digitrec.reading.layout` calls this on one text line's ink at a time.
     """
+    found = digit_marks(ink)
+    if isinstance(found, str):
+        return found
+    pieces = [piece for mark in found for piece in mark.pieces()]
+    pieces.sort(key=lambda piece: piece[1][0] + piece[1][2] / 2)
+    return pieces
+
+
+def digit_marks(ink: Ink) -> list[Mark] | str:
+    """The marks of ``ink`` (its components, the broken strokes of one digit joined), each
+    with where geometry alone would cut it, left to right; or a diagnosis when there are
+    too many to be a few digits."""
     groups = _group_components(ink)
     if len(groups) > _MAX_DIGITS:
         return f"found {len(groups)} separate marks; expected a few handwritten digits"
-    pieces = [piece for group in groups for piece in _split_touching(ink, group, groups)]
-    pieces.sort(key=lambda piece: piece[1][0] + piece[1][2] / 2)
-    return pieces
+    found = [_split_touching(ink, group, groups) for group in groups]
+    found.sort(key=lambda mark: mark.box[0] + mark.box[2] / 2)
+    return found
 
 
 def tiles_of_pieces(
@@ -169,10 +202,8 @@ def _union_box(boxes: list[Box]) -> Box:
     return x0, y0, x1 - x0, y1 - y0
 
 
-def _split_touching(
-    ink: Ink, group: list[int], groups: list[list[int]]
-) -> list[tuple[np.ndarray, Box]]:
-    """The group's mask and box, cut into several digits where it is too wide for one.
+def _split_touching(ink: Ink, group: list[int], groups: list[list[int]]) -> Mark:
+    """The group as a mark, with its cuts into several digits where it is too wide for one.
 
     How wide one digit is comes from the other digits in the image when there are some,
     else from the group's height. Cuts go at the emptiest column of the vertical
@@ -184,9 +215,10 @@ def _split_touching(
     window = ink.labels[y : y + h, x : x + w]
     mask = np.isin(window, ink.ids[group])
     digit_width = _typical_width(ink, groups, h)
+    whole = Mark(mask, box, [np.zeros(h, np.int64), np.full(h, w, np.int64)], ink.stroke)
     count = int(round(w / digit_width)) if w > _WIDE * h else 1
     if count < 2:
-        return [(mask, box)]
+        return whole
     profile = mask.sum(axis=0).astype(np.float64)
     step = w / count
     cuts = [0]
@@ -205,12 +237,13 @@ def _split_touching(
     # Beyond _SURELY_SEVERAL heights no single digit is that wide: cut along seams anyway.
     crossed = max((_runs(mask[:, c]) for c in cuts[1:-1]), default=0) > 1
     if crossed and w <= _SURELY_SEVERAL * h:
-        return [(mask, box)]
-    pieces = _cut(mask, box, [np.full(h, c) for c in cuts], ink.stroke)
-    if pieces is None:
-        return [(mask, box)]
+        return whole
+    straight = [np.full(h, c, np.int64) for c in cuts]
+    pieces = _cut(mask, box, straight, ink.stroke)
+    if not pieces:
+        return whole
     if len(pieces) < 2:
-        return pieces or [(mask, box)]
+        return Mark(mask, box, straight, ink.stroke)
     # Digits that touch often overlap in the columns too (a '0' under the hook of a '2'),
     # and a straight cut gives one a part of the other: cut along the path through the
     # least ink instead. Widening every stroke by a pixel each side keeps that path from
@@ -223,7 +256,8 @@ def _split_touching(
         seams.append(_seam(solid, lo, max(lo, hi), i * step, step))
     seams.append(np.full(h, w, np.int64))
     bent = _cut(mask, box, seams, ink.stroke)
-    return bent if bent is not None and len(bent) == len(pieces) else pieces
+    keep = seams if bent is not None and len(bent) == len(pieces) else straight
+    return Mark(mask, box, keep, ink.stroke)
 
 
 def _cut_range(i: int, step: float, previous: int, w: int) -> tuple[int, int]:
