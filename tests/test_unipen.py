@@ -241,7 +241,7 @@ def test_a_number_written_on_a_slanted_line_reads_whole(model):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 15: read as 9378 (full MNIST: 9778): no candidate cut parts the 0 and the 1|6",
+    reason="issue 15: read as 9778: the cuts found do not part the touching 0, 1 and 6 right",
 )
 def test_a_cursive_number_with_touching_digits_reads_whole(model):
     samples = [STROKES[d] for d in "90716"]
