@@ -432,3 +432,34 @@ def test_tiles_read_as_their_digits_by_a_classifier_trained_on_mnist(mnist):
         total += len(label)
     # Measured 91% over 40 photos with plain kNN on raw pixels; fonts are not MNIST.
     assert right / total >= 0.8, f"{right}/{total}"
+
+
+def _thick_pen_digit(digit: str) -> np.ndarray:
+    """A finger drawing filling a 240 px canvas, its strokes 42 px wide (a fifth of its
+    height): dark on white."""
+    page = np.full((240, 240), 255, np.uint8)
+    if digit == "8":
+        cv2.ellipse(page, (120, 65), (42, 45), 0, 0, 360, 0, 42)
+        cv2.ellipse(page, (120, 160), (55, 55), 0, 0, 360, 0, 42)
+    elif digit == "0":
+        cv2.ellipse(page, (120, 120), (60, 95), 0, 0, 360, 0, 42)
+    else:  # a '4' of two strokes: the bent one and the downstroke crossing it
+        cv2.polylines(page, [np.array([[95, 25], [60, 150], [185, 150]])], False, 0, 42)
+        cv2.line(page, (150, 60), (145, 225), 0, 42)
+    return page
+
+
+@pytest.mark.parametrize("digit, loops", [("8", 2), ("0", 1), ("4", 0)])
+@pytest.mark.parametrize("light_on_dark", [False, True])
+def test_a_thick_pen_digit_filling_its_canvas_is_one_digit_with_its_loops(
+    digit, loops, light_on_dark
+):
+    # Strokes this thick cover most of any window a quarter of the image wide inside the
+    # digit, where the paper in the loops once passed for the ink.
+    page = _thick_pen_digit(digit)
+    ink = np.flatnonzero((page < 128).any(axis=0))
+    result = segment(255 - page if light_on_dark else page)
+    assert len(result.boxes) == 1
+    x, _, w, _ = result.boxes[0]
+    assert x <= ink[0] and x + w >= ink[-1]
+    assert _loops(result.tiles[0]) == loops
