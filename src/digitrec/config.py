@@ -8,11 +8,11 @@ from pathlib import Path
 from digitrec.errors import DigitrecError
 
 # What `digitrec train` and `make run` train when no kind is named: the most accurate model
-# that answers a single image within 20 ms (MNIST test 0.9954, about 16 ms per image on 2
-# cores; benchmarks/accuracy_mnist.py), and also the best reader of photos and drawings
-# (benchmarks/real_world.py). It is more accurate than the cnn (0.9948), which needs the cnn
-# extra besides. Kept here, not in digitrec.models, so that the CLI can name it in its help
-# without importing scikit-learn.
+# that answers a single image within 20 ms (MNIST test 0.9954 trained on MNIST, 0.9949 on
+# DEFAULT_DATASET; about 16 ms per image on 2 cores; benchmarks/accuracy_mnist.py), and also
+# the best reader of photos and drawings (benchmarks/real_world.py). It is more accurate
+# than the cnn (0.9948), which needs the cnn extra besides. Kept here, not in
+# digitrec.models, so that the CLI can name it in its help without importing scikit-learn.
 DEFAULT_KIND = "knn-idm-hknn"
 # What `digitrec train` trains on when no dataset is named: MNIST's training images with
 # other writers' digits added (digitrec.data.datasets.load_mnist_unipen); MNIST's test set.
