@@ -140,3 +140,36 @@ def test_a_stored_sample_among_the_neighbours_is_shown_with_its_weight(small):
         votes[class_of(model, r.label)] += r.weight
     np.testing.assert_allclose(votes / votes.sum(), proba[0])
     assert "counts 3 times" in first.meaning
+
+
+def test_reading_with_explanations_searches_once_and_reads_as_without(small, monkeypatch):
+    from digitrec.data.images import load_image
+    from digitrec.reading.recognize import read_images
+    from digitrec.testing import synthetic
+
+    params = {"n_candidates": 20, "scattering_components": 40, "hyperplane_k": 15}
+    model = models.train("knn-idm-hknn", small, params)
+    # The distance that chooses cuts is the same read from explanations as from a search.
+    images = small.X_test[:20]
+    _, distance = model.proba_and_distance(images)
+    np.testing.assert_allclose(model.distance_in(model.explain(images)[1]), distance)
+
+    photos = [load_image(data, name="photo") for data, _ in synthetic.photos(5, 4)]
+    plain = read_images(model, photos)
+    calls = []
+    for name in ("explain", "proba_and_distance"):
+        method = getattr(models.Model, name)
+        monkeypatch.setattr(
+            models.Model,
+            name,
+            lambda self, x, name=name, method=method: (calls.append(name), method(self, x))[1],
+        )
+    explained = read_images(model, photos, explain=True)
+    assert [r.text for r in explained] == [r.text for r in plain]
+    for with_why, without in zip(explained, plain, strict=True):
+        for digit, same in zip(with_why.digits, without.digits, strict=True):
+            assert digit.confidence == pytest.approx(same.confidence)
+            assert digit.explanation.answer == digit.digit
+    # The search that reads the candidates explains them: one call for geometry's pieces
+    # and one more only for marks worth a second look, never another to explain.
+    assert set(calls) == {"explain"} and len(calls) <= 2

@@ -202,16 +202,37 @@ class Model:
         the probabilities (relative between classes) do not say. The distance is None for
         models that do not answer with references or have no temperature."""
         final = self._final()
-        if not isinstance(final, ReferenceClassifier):
-            return self.predict_proba(images), None
-        # knn-idm-hknn's is a parameter; knn-idm fits its own (None when it votes instead).
-        unit = final.get_params().get("temperature") or getattr(final, "temperature_", None)
-        if not unit:
+        unit = self._temperature()
+        if unit is None:
             return self.predict_proba(images), None
         if isinstance(self.estimator, Pipeline):
             images = self.estimator[:-1].transform(images)
         proba, distances, _ = final.answer(images, 1)
-        return proba, distances[:, 0] / float(unit)
+        return proba, distances[:, 0] / unit
+
+    def distance_in(self, explanations: list[Explanation]) -> np.ndarray | None:
+        """The distance of :meth:`proba_and_distance`, read from :meth:`explain`'s
+        explanations of the same images (the answered class's nearest reference), so that
+        reading and explaining take one search; None where that method gives None."""
+        unit = self._temperature()
+        if unit is None:
+            return None
+        nearest = [
+            next((r.distance for r in e.references if r.label == e.answer), None)
+            for e in explanations
+        ]
+        if any(distance is None for distance in nearest):
+            return None
+        return np.asarray(nearest, np.float64) / unit
+
+    def _temperature(self) -> float | None:
+        """The softmin temperature of a model answering with references, else None."""
+        final = self._final()
+        if not isinstance(final, ReferenceClassifier):
+            return None
+        # knn-idm-hknn's is a parameter; knn-idm fits its own (None when it votes instead).
+        unit = final.get_params().get("temperature") or getattr(final, "temperature_", None)
+        return float(unit) if unit else None
 
     def explain(self, images: np.ndarray) -> tuple[np.ndarray, list[Explanation]]:
         """:meth:`predict_proba` and, per image, why: computed from what the model used to

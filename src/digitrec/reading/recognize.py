@@ -244,9 +244,18 @@ def read_images(
             found.append(exc)
     candidates = [item for item in found if isinstance(item, Candidates)]
 
+    # With explanations, the search that reads the candidates also explains them (keyed by
+    # tile): explaining the chosen digits again would search for each of them twice.
+    explained: dict[bytes, Explanation] = {}
+
     def read(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        inputs = tiles_to_model_input(tiles, model)
         with model_context():
-            return model.proba_and_distance(tiles_to_model_input(tiles, model))
+            if not explain:
+                return model.proba_and_distance(inputs)
+            proba, explanations = model.explain(inputs)
+        explained.update(zip((tile.tobytes() for tile in tiles), explanations, strict=True))
+        return proba, model.distance_in(explanations)
 
     read_candidates(read, candidates)
     readings = []
@@ -257,10 +266,10 @@ def read_images(
         chosen = item.chosen()
         tiles = item.tiles[chosen]
         boxes = [item.boxes[i] for i in chosen]
-        if explain or not chosen:
-            digits = read_tiles(model, tiles, boxes, explain, model_context)
-        else:
-            digits = _readings_of(item.proba[chosen], model.classes, tiles, boxes)
+        digits = _readings_of(item.proba[chosen], model.classes, tiles, boxes) if chosen else []
+        if explain:
+            for digit, tile in zip(digits, tiles, strict=True):
+                digit.explanation = explained[tile.tobytes()]
         readings.append(Reading(digits, item.diagnosis))
     return readings
 
