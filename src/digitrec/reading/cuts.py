@@ -28,7 +28,7 @@ import numpy as np
 
 from digitrec.reading.framing import TILE, tile_from_mask
 from digitrec.reading.ink import Box, Ink, bounding_box, crop
-from digitrec.reading.segment import Mark
+from digitrec.reading.segment import Mark, least_cost_path
 
 # Candidate cuts per mark besides geometry's, and candidate digits per line besides
 # geometry's pieces and neighbouring marks taken together: a line of 64 marks still reads
@@ -380,21 +380,7 @@ def _seams(solid: np.ndarray, lo: int, hi: int, count: int, apart: int) -> list[
 def _seam(solid: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """The top-to-bottom path through the least ink between columns ``lo`` and ``hi``,
     moving at most one column a row (each such move costing ``_DIAGONAL`` more)."""
-    cost = solid[:, lo : hi + 1].astype(np.float64)
-    total = cost[0].copy()
-    came_from = np.zeros(cost.shape, np.int64)
-    index = np.arange(cost.shape[1])
-    step = np.array([[_DIAGONAL], [0.0], [_DIAGONAL]])
-    for row in range(1, len(cost)):
-        options = np.stack([np.r_[np.inf, total[:-1]], total, np.r_[total[1:], np.inf]]) + step
-        move = options.argmin(axis=0)
-        total = options[move, index] + cost[row]
-        came_from[row] = index + move - 1
-    seam = np.empty(len(cost), np.int64)
-    seam[-1] = int(total.argmin())
-    for row in range(len(cost) - 1, 0, -1):
-        seam[row - 1] = came_from[row, seam[row]]
-    return seam + lo
+    return least_cost_path(solid[:, lo : hi + 1].astype(np.float64), _DIAGONAL) + lo
 
 
 def _same_cut(mark: Mark, a: np.ndarray, b: np.ndarray) -> bool:

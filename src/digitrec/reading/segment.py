@@ -297,20 +297,26 @@ def _seam(ink: np.ndarray, lo: int, hi: int, expected: float, step: float) -> np
     columns = np.arange(lo, hi + 1)
     # The pull towards ``expected`` summed over all rows is what a whole column's was.
     pull = np.abs(columns - expected) / (10 * step * ink.shape[0])
-    cost = ink[:, lo : hi + 1] + pull
-    total = cost[0].copy()
+    return least_cost_path(ink[:, lo : hi + 1] + pull) + lo
+
+
+def least_cost_path(cost: np.ndarray, diagonal: float = 0.0) -> np.ndarray:
+    """The column, in every row of ``cost``, of the top-to-bottom path of least total cost
+    that moves at most one column a row (each such move costing ``diagonal`` more)."""
+    total = cost[0].astype(np.float64)
     came_from = np.zeros(cost.shape, np.int64)
-    index = np.arange(len(columns))
+    index = np.arange(cost.shape[1])
+    step = np.array([[diagonal], [0.0], [diagonal]])
     for row in range(1, len(cost)):
-        options = np.stack([np.r_[np.inf, total[:-1]], total, np.r_[total[1:], np.inf]])
+        options = np.stack([np.r_[np.inf, total[:-1]], total, np.r_[total[1:], np.inf]]) + step
         move = options.argmin(axis=0)
         total = options[move, index] + cost[row]
         came_from[row] = index + move - 1
-    seam = np.empty(len(cost), np.int64)
-    seam[-1] = int(total.argmin())
+    path = np.empty(len(cost), np.int64)
+    path[-1] = int(total.argmin())
     for row in range(len(cost) - 1, 0, -1):
-        seam[row - 1] = came_from[row, seam[row]]
-    return seam + lo
+        path[row - 1] = came_from[row, path[row]]
+    return path
 
 
 def _runs(column: np.ndarray) -> int:
