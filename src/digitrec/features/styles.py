@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from digitrec.reading.framing import TILE, tile_from_mask
+from digitrec.reading.ink import stroke_width
 
 __all__ = ["flagged_one", "slashed_zero", "styled_copies"]
 
@@ -29,11 +30,9 @@ def _mask(tile: np.ndarray) -> np.ndarray:
     return (big >= 128).astype(np.uint8)
 
 
-def _pen_width(mask: np.ndarray) -> int:
-    """The mask's stroke width, 2 * area / perimeter (a long stroke's width)."""
-    contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
-    perimeter = sum(cv2.arcLength(c, True) for c in contours)
-    return max(2, int(round(2 * float(mask.sum()) / max(perimeter, 1.0))))
+def _pen_width_of(mask: np.ndarray) -> int:
+    """The digit's own pen width in whole pixels (at least 2) for the added stroke."""
+    return max(2, int(round(stroke_width(mask))))
 
 
 def _framed(mask: np.ndarray) -> np.ndarray:
@@ -54,7 +53,7 @@ def slashed_zero(tile: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     pad = int(0.4 * max(w, h))
     mask = np.pad(mask, pad)
     points = [(int(x) + pad, int(y) + pad) for x, y in (start, end)]
-    cv2.line(mask, points[0], points[1], 1, _pen_width(mask))
+    cv2.line(mask, points[0], points[1], 1, _pen_width_of(mask))
     return _framed(mask)
 
 
@@ -71,7 +70,7 @@ def flagged_one(tile: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     end = (tip - length * np.sin(angle), top + length * np.cos(angle))
     pad = int(0.6 * h)
     mask = np.pad(mask, pad)
-    pen = _pen_width(mask)
+    pen = _pen_width_of(mask)
     cv2.line(mask, (int(tip) + pad, int(top) + pad), (int(end[0]) + pad, int(end[1]) + pad), 1, pen)
     if rng.random() < 0.3:
         foot = xs[ys >= bottom - 2].mean()
