@@ -82,6 +82,20 @@ def test_a_piece_not_read_is_never_chosen():
     assert cuts.choose(found, scores) == [0]
 
 
+def test_a_merged_pair_far_from_every_digit_loses_to_its_two_digits():
+    # Read from a written '35' whose two digits touch: the whole mark reads as a '0' that
+    # lies far from every '0' the model knows; the two pieces read as a '3' and a '5', each
+    # nearer its own kind, though the cut between them crosses ink. A cost that grew only
+    # in step with distance took the merged '0' (two digits add up more distance).
+    found = cuts.Lattice(nodes=3)
+    found.add(0, 2, None, (0, 0, 56, 50), 50, 0.0, True, (0, 0))
+    found.add(0, 1, None, (0, 0, 28, 37), 50, 0.0, False, (0, 0))
+    found.add(1, 2, None, (28, 4, 32, 42), 50, 1.6, False, (0, 0))
+    best = np.array([0.85, 1.0, 0.9])
+    distance = np.array([27.5, 9.2, 17.4])
+    assert cuts.choose(found, cuts.piece_scores(found, best, distance)) == [1, 2]
+
+
 def ring_reader(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A stand-in for the model that knows one ring: every tile a sure '0', but a tile
     whose ink is as wide as it is tall (two rings) lies far from every '0' it knows."""
