@@ -58,14 +58,14 @@ def slashed_zero(tile: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def flagged_one(tile: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A one with a flag from its top down to the left (20-45% of its height, 30-60 degrees
+    """A one with a flag from its top down to the left (20-65% of its height, 30-60 degrees
     from the stem's vertical) and, three times in ten, a foot."""
     mask = _mask(tile)
     ys, xs = np.nonzero(mask)
     top, bottom = ys.min(), ys.max()
     h = bottom - top
     tip = xs[ys <= top + 2].mean()
-    length = rng.uniform(0.2, 0.45) * h
+    length = rng.uniform(0.2, 0.65) * h
     angle = np.deg2rad(rng.uniform(30, 60))
     end = (tip - length * np.sin(angle), top + length * np.cos(angle))
     pad = int(0.6 * h)
