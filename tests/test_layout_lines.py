@@ -100,7 +100,7 @@ def test_a_round_mark_is_a_point_a_tailed_one_a_comma_and_between_them_unsure():
     assert marks.point_or_comma_unsure(*between, frame)
 
 
-def test_a_digit_joined_to_a_comma_of_the_line_above_is_marked():
+def test_a_comma_joined_to_a_digit_of_the_line_below_is_parted_from_it_and_flagged():
     page = _page()
     top, pitch = 60, int(1.25 * DIGIT)
     for row in range(2):
@@ -111,5 +111,23 @@ def test_a_digit_joined_to_a_comma_of_the_line_above_is_marked():
     cv2.line(page, (183, top + DIGIT + 14), (215, top + pitch + 2), 0, 4)
     layout = find_layout(page)
     assert len(layout.lines) == 2
-    assert [item.reaches_up for item in layout.lines[0].items] == [False] * 4
-    assert [item.reaches_up for item in layout.lines[1].items] == [False, False, True, False]
+    upper, lower = layout.lines
+    assert _items(upper) == ["digit", "digit", ",", "digit", "digit"]
+    # Part of its tail may have stayed with the digit: point or comma is a guess.
+    assert [item.unsure for item in upper.items] == [False, False, True, False, False]
+    assert _items(lower) == ["digit"] * 4
+    assert upper.fields == [[0, 1, 2, 3, 4]]
+
+
+def test_a_comma_cut_from_a_digit_of_touching_lines_is_a_mark_not_a_digit():
+    page = _page()
+    top, pitch = 60, DIGIT + 10  # lines written close: the comma's tail reaches the next
+    for left in (100, 140, 200, 240):
+        _digit(page, left, top)
+    for left in (100, 140, 178, 240):
+        _digit(page, left, top + pitch)
+    _comma(page, 181, top + DIGIT, tail=0.35)
+    layout = find_layout(page)
+    upper, lower = layout.lines
+    assert _items(upper) == ["digit", "digit", ",", "digit", "digit"]
+    assert _items(lower) == ["digit"] * 4

@@ -7,7 +7,10 @@
 2. lines: the digit-sized marks grouped by how much they overlap in (deskewed) height,
    so lines of different heights and a slight slope stay apart, and a mark spanning two
    lines (digits of one line touching the next) is cut between them along the path of
-   least ink; no box ever holds the marks of two lines (a '1' written above a '7'). The
+   least ink, and so is a digit reaching up into the lower half of the line above (a
+   comma or point of that line hanging onto it); a piece so parted that is too small for
+   a digit of its line is a mark of it; no box ever holds the marks of two lines (a '1'
+   written above a '7'). The
    digit height comes from the single digits when most marks are digits of two lines
    joined; a comma is never digit-sized (it is narrow), and one dipping below the cut
    between close lines stays with the line whose digits it sits beside;
@@ -88,7 +91,8 @@ class Item:
     # A digit cut out of ink it shared with a digit of the line above or below, where
     # the cut is a guess.
     joined: bool = False
-    # A point or comma whose shape is between the two.
+    # A point or comma whose shape is between the two, or one cut from a digit of the
+    # next line it touched (part of its tail may have gone with that digit).
     unsure: bool = False
     # A digit reaching up where the line above's points and commas hang: one of them may
     # be joined to it.
@@ -241,6 +245,14 @@ def _lines(found: _Marks) -> list[tuple[list[int], dict[int, np.ndarray], LineFr
     # Between two lines, the cut lies halfway from one's baseline to the next one's top.
     cuts = [(frames[i].baseline + frames[i + 1].top) / 2 for i in range(len(frames) - 1)]
     spans: list[dict[int, np.ndarray]] = [{} for _ in bands]
+    edges = [-np.inf, *cuts, np.inf]
+    for line in range(1, len(bands)):
+        for index in _hanging_onto(found, bands[line], frames[line - 1], cuts[line - 1]):
+            # A point or comma of the line above joined to a digit of this one: parted
+            # like digits of two lines touching.
+            bands[line].members.remove(index)
+            spans[line - 1][index] = np.array([edges[line - 1], edges[line]])
+            spans[line][index] = np.array([edges[line], edges[line + 1]])
     placed = []
     for index in np.flatnonzero(~digit_sized):
         middle = (found.top[index] + found.bottom[index]) / 2
@@ -257,6 +269,20 @@ def _lines(found: _Marks) -> list[tuple[list[int], dict[int, np.ndarray], LineFr
             line -= 1
         bands[line].members.append(index)
     return [(band.members, spans[i], band.frame) for i, band in enumerate(bands)]
+
+
+def _hanging_onto(found: _Marks, band: _Band, above: LineFrame, cut: float) -> list[int]:
+    """The digit-sized marks of ``band`` that reach above the cut from the line above,
+    well out of their own line's rows, yet no higher than the lower half of the line
+    above: where that line's points and commas sit, not its digits."""
+    frame = band.frame
+    return [
+        index
+        for index in band.sized
+        if above.top + 0.5 * above.height
+        <= found.top[index]
+        < min(cut, frame.top - _REACH * frame.height)
+    ]
 
 
 def _hangs_from(
@@ -396,10 +422,29 @@ def _line_layout(
             return pieces
         for mask, (x, y, w, h) in pieces:
             cut = int(np.count_nonzero(crossed[y : y + h, x : x + w][mask]))
+            kind = _cut_off_mark(found.slant, (x, y, w, h), frame) if cut else None
+            if kind is not None:
+                if np.count_nonzero(mask) < ink.stroke**2 / 2:
+                    continue  # a sliver, smaller than a dot of the pen: no mark at all
+                # A point or comma touching a digit of the next line, parted from it (or
+                # the end of a digit's stroke that reached into this line: unknown).
+                top = y - (x + w / 2) * found.slant
+                items.append(Item(kind, (x, y, w, h), deskewed=(top, top + h), unsure=True))
+                continue
             joined = cut > _CLEAN_CUT * ink.stroke
             items.append(Item("digit", (x, y, w, h), mask, joined=joined))
     items.sort(key=lambda item: item.box[0] + item.box[2] / 2)
     return LineLayout(line_ink or ink, items, _fields(items, frame), frame)
+
+
+def _cut_off_mark(slant: float, box: Box, frame: LineFrame) -> str | None:
+    """The mark a piece parted from ink it shared with another line is, when it is too
+    small to be a digit of this line; None otherwise."""
+    x, y, w, h = box
+    top = y - (x + w / 2) * slant
+    if not marks.is_small(top, top + h, w, frame):
+        return None
+    return marks.classify(top, top + h, w, frame)
 
 
 def _mark_kind(found: _Marks, index: int, members: list[int], frame: LineFrame) -> str | None:
