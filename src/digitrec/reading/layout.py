@@ -15,8 +15,9 @@
    joined; a comma is never digit-sized (it is narrow), and one dipping below the cut
    between close lines stays with the line whose digits it sits beside;
 3. in each line, minus signs, points and commas told from their shape and place
-   (:mod:`digitrec.reading.marks`), the rest split into digits by the one-line segmenter
-   (:func:`~digitrec.reading.segment.digit_pieces`);
+   (:mod:`digitrec.reading.marks`), the rest grouped into the marks of digits by the
+   one-line segmenter (:func:`~digitrec.reading.segment.digit_marks`), geometry's cuts
+   giving the digits until the page reader chooses by reading (:mod:`digitrec.reading.page`);
 4. fields: the line's digits and marks, left to right, broken where the gap between two
    is wide for the line's digit height (wider beside a mark; narrower before a minus);
 5. for tables, columns: fields of different lines whose deskewed x-extents overlap.
@@ -32,7 +33,7 @@ import numpy as np
 from digitrec.reading import marks
 from digitrec.reading.ink import NO_INK, Box, Ink, checked_grey, find_ink
 from digitrec.reading.marks import LineFrame
-from digitrec.reading.segment import digit_pieces, to_original
+from digitrec.reading.segment import Mark, digit_marks, to_original
 
 # More marks than this is not a page of numbers (a photo of a printed page, a texture).
 _MAX_MARKS = 600
@@ -102,12 +103,39 @@ class Item:
 @dataclass
 class LineLayout:
     """One text line: its own ink (for the digits' stroke cores), its items left to right,
-    and its fields as lists of item indices."""
+    and its fields as lists of item indices.
+
+    ``marks`` are the marks of its digits with geometry's cuts
+    (:func:`~digitrec.reading.segment.digit_marks`), whose pieces the digit items are
+    until :meth:`with_digits` gives others; ``crossed`` is where a cut between this line
+    and the next crossed ink."""
 
     ink: Ink
     items: list[Item]
     fields: list[list[int]]
     frame: LineFrame
+    marks: list[Mark] = field(default_factory=list)
+    crossed: np.ndarray | None = None
+
+    def digit(self, mask: np.ndarray, box: Box) -> Item:
+        """A digit of this line: ``mask`` within ``box`` (working scale)."""
+        joined = False
+        if self.crossed is not None:
+            x, y, w, h = box
+            cut = int(np.count_nonzero(self.crossed[y : y + h, x : x + w][mask]))
+            joined = cut > _CLEAN_CUT * self.ink.stroke
+        return Item("digit", box, mask, joined=joined)
+
+    def with_digits(self, pieces: list[tuple[np.ndarray, Box]]) -> tuple[LineLayout, list[Item]]:
+        """This line with ``pieces`` (masks and boxes, working scale) as its digits, its
+        other marks kept and its fields found again; and the new digits, in order."""
+        digits = [self.digit(mask, box) for mask, box in pieces]
+        items = [item for item in self.items if item.kind != "digit"] + digits
+        items.sort(key=lambda item: item.box[0] + item.box[2] / 2)
+        line = LineLayout(
+            self.ink, items, _fields(items, self.frame), self.frame, self.marks, self.crossed
+        )
+        return line, digits
 
 
 @dataclass
@@ -401,12 +429,12 @@ def _line_layout(
     single: bool,
 ) -> LineLayout | str:
     """One line's items and fields; a diagnosis if its marks are too many for digits."""
-    mark_items, digit_marks = [], []
+    mark_items, digit_indices = [], []
     for index in members:
         kind = _mark_kind(found, index, members, frame)
         if kind is None:
             if not found.small[index]:
-                digit_marks.append(index)
+                digit_indices.append(index)
             continue
         x, y, w, h = (int(v) for v in found.stats[index, :4])
         deskewed = (float(found.top[index]), float(found.bottom[index]))
@@ -414,27 +442,27 @@ def _line_layout(
             *deskewed, w, frame
         )
         mark_items.append(Item(kind, (x, y, w, h), deskewed=deskewed, unsure=unsure))
-    line_ink, crossed = _line_ink(ink, found, digit_marks, pieces_of, frame.height, single=single)
+    line_ink, crossed = _line_ink(ink, found, digit_indices, pieces_of, frame.height, single=single)
     items = list(mark_items)
+    kept: list[Mark] = []
     if line_ink is not None:
-        pieces = digit_pieces(line_ink)
-        if isinstance(pieces, str):
-            return pieces
-        for mask, (x, y, w, h) in pieces:
-            cut = int(np.count_nonzero(crossed[y : y + h, x : x + w][mask]))
-            kind = _cut_off_mark(found.slant, (x, y, w, h), frame) if cut else None
-            if kind is not None:
-                if np.count_nonzero(mask) < ink.stroke**2 / 2:
-                    continue  # a sliver, smaller than a dot of the pen: no mark at all
+        found_marks = digit_marks(line_ink)
+        if isinstance(found_marks, str):
+            return found_marks
+        for mark in found_marks:
+            x, y, w, h = mark.box
+            cut = np.count_nonzero(crossed[y : y + h, x : x + w][mark.mask])
+            kind = _cut_off_mark(found.slant, mark.box, frame) if cut else None
+            if kind is None:
+                kept.append(mark)
+            elif np.count_nonzero(mark.mask) >= ink.stroke**2 / 2:
                 # A point or comma touching a digit of the next line, parted from it (or
-                # the end of a digit's stroke that reached into this line: unknown).
+                # the end of a digit's stroke that reached into this line: unknown); a
+                # sliver smaller than a dot of the pen is no mark at all.
                 top = y - (x + w / 2) * found.slant
-                items.append(Item(kind, (x, y, w, h), deskewed=(top, top + h), unsure=True))
-                continue
-            joined = cut > _CLEAN_CUT * ink.stroke
-            items.append(Item("digit", (x, y, w, h), mask, joined=joined))
-    items.sort(key=lambda item: item.box[0] + item.box[2] / 2)
-    return LineLayout(line_ink or ink, items, _fields(items, frame), frame)
+                items.append(Item(kind, mark.box, deskewed=(top, top + h), unsure=True))
+    line = LineLayout(line_ink or ink, items, [], frame, kept, crossed)
+    return line.with_digits([piece for mark in kept for piece in mark.pieces()])[0]
 
 
 def _cut_off_mark(slant: float, box: Box, frame: LineFrame) -> str | None:
