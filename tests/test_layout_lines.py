@@ -131,3 +131,27 @@ def test_a_comma_cut_from_a_digit_of_touching_lines_is_a_mark_not_a_digit():
     upper, lower = layout.lines
     assert _items(upper) == ["digit", "digit", ",", "digit", "digit"]
     assert _items(lower) == ["digit"] * 4
+
+
+def test_a_line_whose_digits_all_touch_the_lines_around_it_is_found():
+    page = _page(350)
+    top, pitch = 40, DIGIT + 10
+    rows = [top, top + pitch, top + 2 * pitch]
+
+    def join(left: int, upper: int) -> None:
+        middle = left + WIDTH // 2
+        cv2.line(page, (middle, upper + DIGIT - 4), (middle, upper + pitch + 4), 0, STROKE)
+
+    # The middle line has no digit of its own: each touches the one above or below it.
+    for left, written, joined in (
+        (100, (0, 1, 2), (0, 1)),
+        (200, (0, 1, 2), (1,)),
+        (300, (0, 1, 2), (0,)),
+        (400, (0, 2), ()),
+    ):
+        for row in written:
+            _digit(page, left, rows[row])
+        for row in joined:
+            join(left, rows[row])
+    layout = find_layout(page)
+    assert [_items(line) for line in layout.lines] == [["digit"] * 4, ["digit"] * 3, ["digit"] * 4]

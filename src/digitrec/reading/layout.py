@@ -7,7 +7,8 @@
 2. lines: the digit-sized marks grouped by how much they overlap in (deskewed) height,
    so lines of different heights and a slight slope stay apart, and a mark spanning two
    lines (digits of one line touching the next) is cut between them along the path of
-   least ink, and so is a digit reaching up into the lower half of the line above (a
+   least ink (a line none of whose digits stands alone is found in such marks' rows
+   inked as lines are), and so is a digit reaching up into the lower half of the line above (a
    comma or point of that line hanging onto it); a piece so parted that is too small for
    a digit of its line is a mark of it; no box ever holds the marks of two lines (a '1'
    written above a '7'). The
@@ -51,6 +52,10 @@ _SPANNING = 1.45
 # digits touch are a digit's height apart; fonts whose short digits are half as tall as
 # the rest stay under it).
 _TWO_LINES = 1.9
+# A mark spanning lines holds a line of its own where this many digit heights of its rows,
+# outside the lines found, are inked as within them (what joins touching lines is a stroke
+# or two, a few rows long; lines written apart do not join).
+_LINE_BETWEEN = 0.6
 # A single digit beside digits of two lines joined is at least this share as wide.
 _SINGLE_WIDTH = 0.6
 # ... and its top or bottom within this share of its height of theirs.
@@ -208,6 +213,14 @@ class _Marks:
         self.top = top[self.ids]
         self.bottom = bottom[self.ids] + 1
         self.slant = slant
+        self.labels = ink.labels
+
+    def row_ink(self, index: int) -> tuple[int, np.ndarray]:
+        """The first deskewed row of a mark and its count of ink pixels in every row."""
+        x, y, w, h = (int(v) for v in self.stats[index, :4])
+        ys, xs = np.nonzero(self.labels[y : y + h, x : x + w] == self.ids[index])
+        rows = np.rint(y + ys - (x + xs) * self.slant).astype(np.int64)
+        return int(rows.min()), np.bincount(rows - rows.min())
 
     @property
     def height(self) -> np.ndarray:
@@ -266,6 +279,11 @@ def _lines(found: _Marks) -> list[tuple[list[int], dict[int, np.ndarray], LineFr
         for top, bottom in zip(edges[:-1], edges[1:], strict=True):
             if _best_band(bands, float(top), float(bottom)) is None:
                 bands.append(_Band(found, [], (float(top), float(bottom))))
+    for index in spanning:
+        # Two lines far apart for lines that touch may have a third between them whose
+        # digits all touch theirs: rows where the mark is as inked as within lines.
+        for top, bottom in _lines_between(found, index, [band.frame for band in bands], typical):
+            bands.append(_Band(found, [], (top, bottom)))
     if not bands:
         return [(list(range(len(height))), {}, LineFrame(0.0, 1.0))]
     bands.sort(key=lambda band: band.middle)
@@ -297,6 +315,29 @@ def _lines(found: _Marks) -> list[tuple[list[int], dict[int, np.ndarray], LineFr
             line -= 1
         bands[line].members.append(index)
     return [(band.members, spans[i], band.frame) for i, band in enumerate(bands)]
+
+
+def _lines_between(
+    found: _Marks, index: int, frames: list[LineFrame], digit: float
+) -> list[tuple[float, float]]:
+    """The extents of lines that a mark spanning several lines holds outside every line
+    found so far: runs of its rows, at least _LINE_BETWEEN digit heights long, with at least
+    half the ink per row it has within those lines (where lines touch, their digits join
+    through a stroke or two, much less)."""
+    first, counts = found.row_ink(index)
+    rows = first + np.arange(len(counts))
+    inside = np.zeros(len(counts), bool)
+    for frame in frames:
+        inside |= (rows >= frame.top) & (rows < frame.baseline)
+    if not inside.any():
+        return []
+    inked = ~inside & (counts >= 0.5 * counts[inside].mean())
+    runs = []
+    edges = np.flatnonzero(np.diff(np.r_[0, inked.astype(np.int8), 0]))
+    for start, end in zip(edges[::2], edges[1::2], strict=True):
+        if end - start >= _LINE_BETWEEN * digit:
+            runs.append((float(rows[start]), float(rows[end - 1] + 1)))
+    return runs
 
 
 def _hanging_onto(found: _Marks, band: _Band, above: LineFrame, cut: float) -> list[int]:
