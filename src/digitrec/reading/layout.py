@@ -7,14 +7,15 @@
 2. lines: the digit-sized marks grouped by how much they overlap in (deskewed) height,
    so lines of different heights and a slight slope stay apart, and a mark spanning two
    lines (digits of one line touching the next) is cut between them along the path of
-   least ink (a line none of whose digits stands alone is found in such marks' rows
-   inked as lines are), and so is a digit reaching up into the lower half of the line above (a
+   least ink, and so is a digit reaching up into the lower half of the line above (a
    comma or point of that line hanging onto it); a piece so parted that is too small for
    a digit of its line is a mark of it; no box ever holds the marks of two lines (a '1'
-   written above a '7'). The
-   digit height comes from the single digits when most marks are digits of two lines
-   joined; a comma is never digit-sized (it is narrow), and one dipping below the cut
-   between close lines stays with the line whose digits it sits beside;
+   written above a '7'). The digit height comes from the single digits when most marks
+   are digits of two lines joined, or else from the heights of such marks (one digit
+   height plus whole line pitches); a line none of whose digits stands alone is found in
+   the rows of the marks spanning it that are inked as lines are; a comma is never
+   digit-sized (it is narrow), and one dipping below the cut between close lines stays
+   with the line whose digits it sits beside;
 3. in each line, minus signs, points and commas told from their shape and place
    (:mod:`digitrec.reading.marks`), the rest grouped into the marks of digits by the
    one-line segmenter (:func:`~digitrec.reading.segment.digit_marks`), geometry's cuts
@@ -56,6 +57,15 @@ _TWO_LINES = 1.9
 # outside the lines found, are inked as within them (what joins touching lines is a stroke
 # or two, a few rows long; lines written apart do not join).
 _LINE_BETWEEN = 0.6
+# Marks joining digits of touching lines are the digit height plus whole line pitches tall,
+# a pitch between these shares of the digit height (lines that touch; a thick pen makes
+# marks taller by its width, not the pitch), to within _FIT of the common height. A smaller
+# digit height than the marks' common one, at least _SMALLEST_SPANNED of it, is taken when
+# it explains at least two and a _CLEARLY share more of the marks.
+_PITCH = (0.75, 1.3)
+_FIT = 0.08
+_SMALLEST_SPANNED = 0.3
+_CLEARLY = 0.2
 # A single digit beside digits of two lines joined is at least this share as wide.
 _SINGLE_WIDTH = 0.6
 # ... and its top or bottom within this share of its height of theirs.
@@ -448,7 +458,71 @@ def _typical_height(heights: np.ndarray, widths: np.ndarray, tops: np.ndarray) -
     # A short digit or two of some fonts ('0') are level with the others' tops too.
     if np.count_nonzero(level) >= max(2, _SINGLES * np.count_nonzero(shared)):
         return _common(heights[level])
-    return common
+    return _height_of_spans(heights, tops, common)
+
+
+def _height_of_spans(heights: np.ndarray, tops: np.ndarray, typical: float) -> float:
+    """The digit height that, with one line pitch, best explains the heights of marks
+    joining the digits of several lines (each the digit height plus a whole number of
+    pitches): ``typical`` unless a smaller height explains clearly more of the marks at
+    least about ``typical`` tall, and every line it supposes has a mark starting or ending
+    in it (where every digit touches another line, the height most marks share is that of
+    two lines or three; half a line's height would explain those too, but half its lines
+    would hold no mark's top or bottom)."""
+    tall = heights >= _SURELY_DIGIT * typical
+    if not np.any(heights > _SPANNING * typical):
+        return typical
+    heights, tops = heights[tall], tops[tall]
+    # One tolerance for all: how much marks' heights vary (a pen's width, a tall digit)
+    # does not shrink with the digit height supposed.
+    tolerance = _FIT * typical
+    # The common height's own marks are those within 15% of it (see _common).
+    common = _explained(heights, typical, tolerance, alone=0.15 * typical)[0]
+    needed = common + max(2.0, _CLEARLY * len(heights))
+    best, best_count = typical, needed - 1
+    for height in np.arange(_SMALLEST_SPANNED * typical, typical, 0.5):
+        count, pitch = _explained(heights, float(height), tolerance)
+        # Equal counts: the larger height (a half of it explains the same marks).
+        if count >= max(needed, best_count) and _lines_all_held(
+            tops, tops + heights, float(height), pitch, tolerance
+        ):
+            best, best_count = float(height), count
+    return best
+
+
+def _explained(
+    heights: np.ndarray, digit: float, tolerance: float, alone: float | None = None
+) -> tuple[int, float]:
+    """The most of ``heights`` that one pitch between _PITCH digit heights explains as
+    ``digit`` plus a whole number of pitches (within ``tolerance``; marks of one line
+    within ``alone``, if given), and that pitch (the closest fitting)."""
+    pitches = np.arange(_PITCH[0] * digit, _PITCH[1] * digit, 0.25)
+    steps = np.maximum(0.0, np.rint((heights[None, :] - digit) / pitches[:, None]))
+    residual = np.abs(heights[None, :] - digit - steps * pitches[:, None])
+    within = residual <= tolerance
+    if alone is not None:
+        within |= np.abs(heights - digit)[None, :] <= alone
+    counts = within.sum(axis=1)
+    # Of the pitches explaining the most, the one fitting them closest.
+    misfit = np.where(within, residual, 0.0).sum(axis=1) + np.where(
+        counts < counts.max(), np.inf, 0
+    )
+    return int(counts.max()), float(pitches[int(misfit.argmin())])
+
+
+def _lines_all_held(
+    tops: np.ndarray, bottoms: np.ndarray, digit: float, pitch: float, tolerance: float
+) -> bool:
+    """Whether every line of ``digit`` height and ``pitch`` from the topmost mark down to
+    the lowest holds the top or the bottom of some mark."""
+    first = tops.min()
+    count = 1 + int(round((bottoms.max() - first - digit) / pitch))
+    held = np.zeros(count, bool)
+    for offsets in (tops - first, bottoms - first - digit):
+        line = np.rint(offsets / pitch)
+        near = (np.abs(offsets - line * pitch) <= tolerance) & (line >= 0) & (line < count)
+        held[line[near].astype(np.int64)] = True
+    return bool(held.all())
 
 
 def _common(heights: np.ndarray) -> float:
