@@ -16,7 +16,9 @@ touching lines, as phone photos or canvas drawings. Each page is read as
 - tables exact / CSV cells: for table pages, the whole grid exact, and the share of cells
   exact;
 - wrong, unflagged: numbers read wrong without ``needs_review``; "mark missed" counts
-  those whose minus, point or comma was lost or invented.
+  those whose minus, point or comma was lost or invented, including numbers with one that
+  were not read at all (no field at their line and place: lines or fields merged), which
+  "of them not read" counts.
 
 Then the default threshold's trade-off on the single-number sets of
 benchmarks/real_world.py (held-out seeds 1001-1003; ``--tuning``: 9001-9003): accuracy
@@ -67,6 +69,7 @@ def page_scores(model, seeds: range, threshold: float) -> dict[str, dict[str, fl
                     marks_truth = [ch for ch in truth if ch in MARKS]
                     marks_read = [ch for ch in got.text if ch in MARKS] if got else []
                     _add(c, "mark missed, unflagged", marks_truth != marks_read and not flagged)
+                    _add(c, "mark missed, not read", bool(marks_truth) and got is None)
                     _add(c, "with marks", bool(marks_truth))
                     _add(c, "with marks exact", bool(marks_truth) and right)
             if page.table:
@@ -158,6 +161,7 @@ def page_table(model, seeds: range, args: argparse.Namespace) -> None:
     print(
         f"{'pages':<9}{'n':>5}{'lines right':>12}{'fields exact':>13}{'tables exact':>13}"
         f"{'CSV cells':>10}{'marked exact':>13}{'wrong unflagged':>16}{'mark missed unfl.':>18}"
+        f"{'of them not read':>17}"
     )
     for key in ("all", *pages.KINDS):
         c = counts.get(key)
@@ -170,6 +174,7 @@ def page_table(model, seeds: range, args: argparse.Namespace) -> None:
             f"{key:<9}{int(c['pages']):>5}{c['lines right'] / c['pages']:>12.3f}"
             f"{c['fields exact'] / c['fields']:>13.3f}{tables:>13}{cells:>10}{marked:>13}"
             f"{int(c['wrong, unflagged']):>16}{int(c['mark missed, unflagged']):>18}"
+            f"{int(c['mark missed, not read']):>17}"
         )
     print("goals: lines right >= 0.99, fields exact >= 0.95, tables exact >= 0.85, "
           "signed/decimal exact >= 0.95, mark missed unflagged = 0")  # fmt: skip

@@ -100,7 +100,7 @@ def test_a_round_mark_is_a_point_a_tailed_one_a_comma_and_between_them_unsure():
     assert marks.point_or_comma_unsure(*between, frame)
 
 
-def test_a_digit_joined_to_a_comma_of_the_line_above_is_marked():
+def test_a_comma_joined_to_a_digit_of_the_line_below_is_parted_from_it_and_flagged():
     page = _page()
     top, pitch = 60, int(1.25 * DIGIT)
     for row in range(2):
@@ -111,5 +111,65 @@ def test_a_digit_joined_to_a_comma_of_the_line_above_is_marked():
     cv2.line(page, (183, top + DIGIT + 14), (215, top + pitch + 2), 0, 4)
     layout = find_layout(page)
     assert len(layout.lines) == 2
-    assert [item.reaches_up for item in layout.lines[0].items] == [False] * 4
-    assert [item.reaches_up for item in layout.lines[1].items] == [False, False, True, False]
+    upper, lower = layout.lines
+    assert _items(upper) == ["digit", "digit", ",", "digit", "digit"]
+    # Part of its tail may have stayed with the digit: point or comma is a guess.
+    assert [item.unsure for item in upper.items] == [False, False, True, False, False]
+    assert _items(lower) == ["digit"] * 4
+    assert upper.fields == [[0, 1, 2, 3, 4]]
+
+
+def test_a_comma_cut_from_a_digit_of_touching_lines_is_a_mark_not_a_digit():
+    page = _page()
+    top, pitch = 60, DIGIT + 10  # lines written close: the comma's tail reaches the next
+    for left in (100, 140, 200, 240):
+        _digit(page, left, top)
+    for left in (100, 140, 178, 240):
+        _digit(page, left, top + pitch)
+    _comma(page, 181, top + DIGIT, tail=0.35)
+    layout = find_layout(page)
+    upper, lower = layout.lines
+    assert _items(upper) == ["digit", "digit", ",", "digit", "digit"]
+    assert _items(lower) == ["digit"] * 4
+
+
+def test_a_line_whose_digits_all_touch_the_lines_around_it_is_found():
+    page = _page(350)
+    top, pitch = 40, DIGIT + 10
+    rows = [top, top + pitch, top + 2 * pitch]
+
+    def join(left: int, upper: int) -> None:
+        middle = left + WIDTH // 2
+        cv2.line(page, (middle, upper + DIGIT - 4), (middle, upper + pitch + 4), 0, STROKE)
+
+    # The middle line has no digit of its own: each touches the one above or below it.
+    for left, written, joined in (
+        (100, (0, 1, 2), (0, 1)),
+        (200, (0, 1, 2), (1,)),
+        (300, (0, 1, 2), (0,)),
+        (400, (0, 2), ()),
+    ):
+        for row in written:
+            _digit(page, left, rows[row])
+        for row in joined:
+            join(left, rows[row])
+    layout = find_layout(page)
+    assert [_items(line) for line in layout.lines] == [["digit"] * 4, ["digit"] * 3, ["digit"] * 4]
+
+
+def test_lines_whose_digits_all_join_other_lines_are_found_from_the_joined_heights():
+    page = _page(520)
+    top, pitch = 40, DIGIT + 10
+    # Six lines, no digit alone: each mark is two or three digits of touching lines
+    # joined, so its height is one digit height plus one or two line pitches.
+    pairs, triples = [[0, 1], [2, 3], [4, 5]], [[0, 1, 2], [3, 4, 5]]
+    for left, marks_of_column in ((100, pairs), (200, triples), (300, pairs), (400, triples)):
+        middle = left + WIDTH // 2
+        for rows in marks_of_column:
+            for row in rows:
+                _digit(page, left, top + row * pitch)
+            for row in rows[:-1]:
+                upper = top + row * pitch
+                cv2.line(page, (middle, upper + DIGIT - 4), (middle, upper + pitch + 4), 0, STROKE)
+    layout = find_layout(page)
+    assert [_items(line) for line in layout.lines] == [["digit"] * 4] * 6

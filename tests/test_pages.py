@@ -193,3 +193,15 @@ def test_digits_of_two_lines_parted_through_much_ink_are_flagged(model):
     assert [[len(f.digits) for f in line] for line in reading.lines] == [[1, 1, 1]] * 2
     guessed = [["part is a guess" in (f.diagnosis or "") for f in line] for line in reading.lines]
     assert guessed == [[True, False, False]] * 2
+
+
+def test_touching_digits_on_a_page_are_cut_where_the_pieces_read_best(model):
+    page = np.full((330, 500), 255, np.uint8)
+    for top in (60, 190):
+        # Two '0's joined by a short stroke, as in a cursive number: one mark no wider
+        # than tall, which geometry alone leaves whole; then a '0' on its own.
+        for centre in (96, 144, 300):
+            cv2.ellipse(page, (centre, top + 40), (18, 40), 0, 0, 360, 0, 6)
+        cv2.line(page, (114, top + 40), (126, top + 40), 0, 6)
+    reading = read_page(model, page, layout="table")
+    assert reading.grid() == [["00", "0"], ["00", "0"]]

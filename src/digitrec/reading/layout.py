@@ -7,13 +7,19 @@
 2. lines: the digit-sized marks grouped by how much they overlap in (deskewed) height,
    so lines of different heights and a slight slope stay apart, and a mark spanning two
    lines (digits of one line touching the next) is cut between them along the path of
-   least ink; no box ever holds the marks of two lines (a '1' written above a '7'). The
-   digit height comes from the single digits when most marks are digits of two lines
-   joined; a comma is never digit-sized (it is narrow), and one dipping below the cut
-   between close lines stays with the line whose digits it sits beside;
+   least ink, and so is a digit reaching up into the lower half of the line above (a
+   comma or point of that line hanging onto it); a piece so parted that is too small for
+   a digit of its line is a mark of it; no box ever holds the marks of two lines (a '1'
+   written above a '7'). The digit height comes from the single digits when most marks
+   are digits of two lines joined, or else from the heights of such marks (one digit
+   height plus whole line pitches); a line none of whose digits stands alone is found in
+   the rows of the marks spanning it that are inked as lines are; a comma is never
+   digit-sized (it is narrow), and one dipping below the cut between close lines stays
+   with the line whose digits it sits beside;
 3. in each line, minus signs, points and commas told from their shape and place
-   (:mod:`digitrec.reading.marks`), the rest split into digits by the one-line segmenter
-   (:func:`~digitrec.reading.segment.digit_pieces`);
+   (:mod:`digitrec.reading.marks`), the rest grouped into the marks of digits by the
+   one-line segmenter (:func:`~digitrec.reading.segment.digit_marks`), geometry's cuts
+   giving the digits until the page reader chooses by reading (:mod:`digitrec.reading.page`);
 4. fields: the line's digits and marks, left to right, broken where the gap between two
    is wide for the line's digit height (wider beside a mark; narrower before a minus);
 5. for tables, columns: fields of different lines whose deskewed x-extents overlap.
@@ -29,7 +35,7 @@ import numpy as np
 from digitrec.reading import marks
 from digitrec.reading.ink import NO_INK, Box, Ink, checked_grey, find_ink
 from digitrec.reading.marks import LineFrame
-from digitrec.reading.segment import digit_pieces, to_original
+from digitrec.reading.segment import Mark, digit_marks, to_original
 
 # More marks than this is not a page of numbers (a photo of a printed page, a texture).
 _MAX_MARKS = 600
@@ -47,6 +53,19 @@ _SPANNING = 1.45
 # digits touch are a digit's height apart; fonts whose short digits are half as tall as
 # the rest stay under it).
 _TWO_LINES = 1.9
+# A mark spanning lines holds a line of its own where this many digit heights of its rows,
+# outside the lines found, are inked as within them (what joins touching lines is a stroke
+# or two, a few rows long; lines written apart do not join).
+_LINE_BETWEEN = 0.6
+# Marks joining digits of touching lines are the digit height plus whole line pitches tall,
+# a pitch between these shares of the digit height (lines that touch; a thick pen makes
+# marks taller by its width, not the pitch), to within _FIT of the common height. A smaller
+# digit height than the marks' common one, at least _SMALLEST_SPANNED of it, is taken when
+# it explains at least two and a _CLEARLY share more of the marks.
+_PITCH = (0.75, 1.3)
+_FIT = 0.08
+_SMALLEST_SPANNED = 0.3
+_CLEARLY = 0.2
 # A single digit beside digits of two lines joined is at least this share as wide.
 _SINGLE_WIDTH = 0.6
 # ... and its top or bottom within this share of its height of theirs.
@@ -88,7 +107,8 @@ class Item:
     # A digit cut out of ink it shared with a digit of the line above or below, where
     # the cut is a guess.
     joined: bool = False
-    # A point or comma whose shape is between the two.
+    # A point or comma whose shape is between the two, or one cut from a digit of the
+    # next line it touched (part of its tail may have gone with that digit).
     unsure: bool = False
     # A digit reaching up where the line above's points and commas hang: one of them may
     # be joined to it.
@@ -98,12 +118,39 @@ class Item:
 @dataclass
 class LineLayout:
     """One text line: its own ink (for the digits' stroke cores), its items left to right,
-    and its fields as lists of item indices."""
+    and its fields as lists of item indices.
+
+    ``marks`` are the marks of its digits with geometry's cuts
+    (:func:`~digitrec.reading.segment.digit_marks`), whose pieces the digit items are
+    until :meth:`with_digits` gives others; ``crossed`` is where a cut between this line
+    and the next crossed ink."""
 
     ink: Ink
     items: list[Item]
     fields: list[list[int]]
     frame: LineFrame
+    marks: list[Mark] = field(default_factory=list)
+    crossed: np.ndarray | None = None
+
+    def digit(self, mask: np.ndarray, box: Box) -> Item:
+        """A digit of this line: ``mask`` within ``box`` (working scale)."""
+        joined = False
+        if self.crossed is not None:
+            x, y, w, h = box
+            cut = int(np.count_nonzero(self.crossed[y : y + h, x : x + w][mask]))
+            joined = cut > _CLEAN_CUT * self.ink.stroke
+        return Item("digit", box, mask, joined=joined)
+
+    def with_digits(self, pieces: list[tuple[np.ndarray, Box]]) -> tuple[LineLayout, list[Item]]:
+        """This line with ``pieces`` (masks and boxes, working scale) as its digits, its
+        other marks kept and its fields found again; and the new digits, in order."""
+        digits = [self.digit(mask, box) for mask, box in pieces]
+        items = [item for item in self.items if item.kind != "digit"] + digits
+        items.sort(key=lambda item: item.box[0] + item.box[2] / 2)
+        line = LineLayout(
+            self.ink, items, _fields(items, self.frame), self.frame, self.marks, self.crossed
+        )
+        return line, digits
 
 
 @dataclass
@@ -176,6 +223,14 @@ class _Marks:
         self.top = top[self.ids]
         self.bottom = bottom[self.ids] + 1
         self.slant = slant
+        self.labels = ink.labels
+
+    def row_ink(self, index: int) -> tuple[int, np.ndarray]:
+        """The first deskewed row of a mark and its count of ink pixels in every row."""
+        x, y, w, h = (int(v) for v in self.stats[index, :4])
+        ys, xs = np.nonzero(self.labels[y : y + h, x : x + w] == self.ids[index])
+        rows = np.rint(y + ys - (x + xs) * self.slant).astype(np.int64)
+        return int(rows.min()), np.bincount(rows - rows.min())
 
     @property
     def height(self) -> np.ndarray:
@@ -234,6 +289,11 @@ def _lines(found: _Marks) -> list[tuple[list[int], dict[int, np.ndarray], LineFr
         for top, bottom in zip(edges[:-1], edges[1:], strict=True):
             if _best_band(bands, float(top), float(bottom)) is None:
                 bands.append(_Band(found, [], (float(top), float(bottom))))
+    for index in spanning:
+        # Two lines far apart for lines that touch may have a third between them whose
+        # digits all touch theirs: rows where the mark is as inked as within lines.
+        for top, bottom in _lines_between(found, index, [band.frame for band in bands], typical):
+            bands.append(_Band(found, [], (top, bottom)))
     if not bands:
         return [(list(range(len(height))), {}, LineFrame(0.0, 1.0))]
     bands.sort(key=lambda band: band.middle)
@@ -241,6 +301,14 @@ def _lines(found: _Marks) -> list[tuple[list[int], dict[int, np.ndarray], LineFr
     # Between two lines, the cut lies halfway from one's baseline to the next one's top.
     cuts = [(frames[i].baseline + frames[i + 1].top) / 2 for i in range(len(frames) - 1)]
     spans: list[dict[int, np.ndarray]] = [{} for _ in bands]
+    edges = [-np.inf, *cuts, np.inf]
+    for line in range(1, len(bands)):
+        for index in _hanging_onto(found, bands[line], frames[line - 1], cuts[line - 1]):
+            # A point or comma of the line above joined to a digit of this one: parted
+            # like digits of two lines touching.
+            bands[line].members.remove(index)
+            spans[line - 1][index] = np.array([edges[line - 1], edges[line]])
+            spans[line][index] = np.array([edges[line], edges[line + 1]])
     placed = []
     for index in np.flatnonzero(~digit_sized):
         middle = (found.top[index] + found.bottom[index]) / 2
@@ -257,6 +325,43 @@ def _lines(found: _Marks) -> list[tuple[list[int], dict[int, np.ndarray], LineFr
             line -= 1
         bands[line].members.append(index)
     return [(band.members, spans[i], band.frame) for i, band in enumerate(bands)]
+
+
+def _lines_between(
+    found: _Marks, index: int, frames: list[LineFrame], digit: float
+) -> list[tuple[float, float]]:
+    """The extents of lines that a mark spanning several lines holds outside every line
+    found so far: runs of its rows, at least _LINE_BETWEEN digit heights long, with at least
+    half the ink per row it has within those lines (where lines touch, their digits join
+    through a stroke or two, much less)."""
+    first, counts = found.row_ink(index)
+    rows = first + np.arange(len(counts))
+    inside = np.zeros(len(counts), bool)
+    for frame in frames:
+        inside |= (rows >= frame.top) & (rows < frame.baseline)
+    if not inside.any():
+        return []
+    inked = ~inside & (counts >= 0.5 * counts[inside].mean())
+    runs = []
+    edges = np.flatnonzero(np.diff(np.r_[0, inked.astype(np.int8), 0]))
+    for start, end in zip(edges[::2], edges[1::2], strict=True):
+        if end - start >= _LINE_BETWEEN * digit:
+            runs.append((float(rows[start]), float(rows[end - 1] + 1)))
+    return runs
+
+
+def _hanging_onto(found: _Marks, band: _Band, above: LineFrame, cut: float) -> list[int]:
+    """The digit-sized marks of ``band`` that reach above the cut from the line above,
+    well out of their own line's rows, yet no higher than the lower half of the line
+    above: where that line's points and commas sit, not its digits."""
+    frame = band.frame
+    return [
+        index
+        for index in band.sized
+        if above.top + 0.5 * above.height
+        <= found.top[index]
+        < min(cut, frame.top - _REACH * frame.height)
+    ]
 
 
 def _hangs_from(
@@ -353,7 +458,71 @@ def _typical_height(heights: np.ndarray, widths: np.ndarray, tops: np.ndarray) -
     # A short digit or two of some fonts ('0') are level with the others' tops too.
     if np.count_nonzero(level) >= max(2, _SINGLES * np.count_nonzero(shared)):
         return _common(heights[level])
-    return common
+    return _height_of_spans(heights, tops, common)
+
+
+def _height_of_spans(heights: np.ndarray, tops: np.ndarray, typical: float) -> float:
+    """The digit height that, with one line pitch, best explains the heights of marks
+    joining the digits of several lines (each the digit height plus a whole number of
+    pitches): ``typical`` unless a smaller height explains clearly more of the marks at
+    least about ``typical`` tall, and every line it supposes has a mark starting or ending
+    in it (where every digit touches another line, the height most marks share is that of
+    two lines or three; half a line's height would explain those too, but half its lines
+    would hold no mark's top or bottom)."""
+    tall = heights >= _SURELY_DIGIT * typical
+    if not np.any(heights > _SPANNING * typical):
+        return typical
+    heights, tops = heights[tall], tops[tall]
+    # One tolerance for all: how much marks' heights vary (a pen's width, a tall digit)
+    # does not shrink with the digit height supposed.
+    tolerance = _FIT * typical
+    # The common height's own marks are those within 15% of it (see _common).
+    common = _explained(heights, typical, tolerance, alone=0.15 * typical)[0]
+    needed = common + max(2.0, _CLEARLY * len(heights))
+    best, best_count = typical, needed - 1
+    for height in np.arange(_SMALLEST_SPANNED * typical, typical, 0.5):
+        count, pitch = _explained(heights, float(height), tolerance)
+        # Equal counts: the larger height (a half of it explains the same marks).
+        if count >= max(needed, best_count) and _lines_all_held(
+            tops, tops + heights, float(height), pitch, tolerance
+        ):
+            best, best_count = float(height), count
+    return best
+
+
+def _explained(
+    heights: np.ndarray, digit: float, tolerance: float, alone: float | None = None
+) -> tuple[int, float]:
+    """The most of ``heights`` that one pitch between _PITCH digit heights explains as
+    ``digit`` plus a whole number of pitches (within ``tolerance``; marks of one line
+    within ``alone``, if given), and that pitch (the closest fitting)."""
+    pitches = np.arange(_PITCH[0] * digit, _PITCH[1] * digit, 0.25)
+    steps = np.maximum(0.0, np.rint((heights[None, :] - digit) / pitches[:, None]))
+    residual = np.abs(heights[None, :] - digit - steps * pitches[:, None])
+    within = residual <= tolerance
+    if alone is not None:
+        within |= np.abs(heights - digit)[None, :] <= alone
+    counts = within.sum(axis=1)
+    # Of the pitches explaining the most, the one fitting them closest.
+    misfit = np.where(within, residual, 0.0).sum(axis=1) + np.where(
+        counts < counts.max(), np.inf, 0
+    )
+    return int(counts.max()), float(pitches[int(misfit.argmin())])
+
+
+def _lines_all_held(
+    tops: np.ndarray, bottoms: np.ndarray, digit: float, pitch: float, tolerance: float
+) -> bool:
+    """Whether every line of ``digit`` height and ``pitch`` from the topmost mark down to
+    the lowest holds the top or the bottom of some mark."""
+    first = tops.min()
+    count = 1 + int(round((bottoms.max() - first - digit) / pitch))
+    held = np.zeros(count, bool)
+    for offsets in (tops - first, bottoms - first - digit):
+        line = np.rint(offsets / pitch)
+        near = (np.abs(offsets - line * pitch) <= tolerance) & (line >= 0) & (line < count)
+        held[line[near].astype(np.int64)] = True
+    return bool(held.all())
 
 
 def _common(heights: np.ndarray) -> float:
@@ -375,12 +544,12 @@ def _line_layout(
     single: bool,
 ) -> LineLayout | str:
     """One line's items and fields; a diagnosis if its marks are too many for digits."""
-    mark_items, digit_marks = [], []
+    mark_items, digit_indices = [], []
     for index in members:
         kind = _mark_kind(found, index, members, frame)
         if kind is None:
             if not found.small[index]:
-                digit_marks.append(index)
+                digit_indices.append(index)
             continue
         x, y, w, h = (int(v) for v in found.stats[index, :4])
         deskewed = (float(found.top[index]), float(found.bottom[index]))
@@ -388,18 +557,37 @@ def _line_layout(
             *deskewed, w, frame
         )
         mark_items.append(Item(kind, (x, y, w, h), deskewed=deskewed, unsure=unsure))
-    line_ink, crossed = _line_ink(ink, found, digit_marks, pieces_of, frame.height, single=single)
+    line_ink, crossed = _line_ink(ink, found, digit_indices, pieces_of, frame.height, single=single)
     items = list(mark_items)
+    kept: list[Mark] = []
     if line_ink is not None:
-        pieces = digit_pieces(line_ink)
-        if isinstance(pieces, str):
-            return pieces
-        for mask, (x, y, w, h) in pieces:
-            cut = int(np.count_nonzero(crossed[y : y + h, x : x + w][mask]))
-            joined = cut > _CLEAN_CUT * ink.stroke
-            items.append(Item("digit", (x, y, w, h), mask, joined=joined))
-    items.sort(key=lambda item: item.box[0] + item.box[2] / 2)
-    return LineLayout(line_ink or ink, items, _fields(items, frame), frame)
+        found_marks = digit_marks(line_ink)
+        if isinstance(found_marks, str):
+            return found_marks
+        for mark in found_marks:
+            x, y, w, h = mark.box
+            cut = np.count_nonzero(crossed[y : y + h, x : x + w][mark.mask])
+            kind = _cut_off_mark(found.slant, mark.box, frame) if cut else None
+            if kind is None:
+                kept.append(mark)
+            elif np.count_nonzero(mark.mask) >= ink.stroke**2 / 2:
+                # A point or comma touching a digit of the next line, parted from it (or
+                # the end of a digit's stroke that reached into this line: unknown); a
+                # sliver smaller than a dot of the pen is no mark at all.
+                top = y - (x + w / 2) * found.slant
+                items.append(Item(kind, mark.box, deskewed=(top, top + h), unsure=True))
+    line = LineLayout(line_ink or ink, items, [], frame, kept, crossed)
+    return line.with_digits([piece for mark in kept for piece in mark.pieces()])[0]
+
+
+def _cut_off_mark(slant: float, box: Box, frame: LineFrame) -> str | None:
+    """The mark a piece parted from ink it shared with another line is, when it is too
+    small to be a digit of this line; None otherwise."""
+    x, y, w, h = box
+    top = y - (x + w / 2) * slant
+    if not marks.is_small(top, top + h, w, frame):
+        return None
+    return marks.classify(top, top + h, w, frame)
 
 
 def _mark_kind(found: _Marks, index: int, members: list[int], frame: LineFrame) -> str | None:

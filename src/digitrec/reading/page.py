@@ -9,9 +9,9 @@ from collections.abc import Callable
 import numpy as np
 
 from digitrec.models import Model
-from digitrec.reading import marks
-from digitrec.reading.framing import TILE, tile_from_mask
-from digitrec.reading.ink import crop
+from digitrec.reading import cuts, marks
+from digitrec.reading.candidates import Candidates, read_candidates
+from digitrec.reading.framing import TILE
 from digitrec.reading.layout import (
     Item,
     Layout,
@@ -20,7 +20,14 @@ from digitrec.reading.layout import (
     find_layout,
     original_box,
 )
-from digitrec.reading.recognize import DigitReading, Field, Reading, read_images, read_tiles
+from digitrec.reading.recognize import (
+    DigitReading,
+    Field,
+    Reading,
+    candidate_reader,
+    digit_readings,
+    read_images,
+)
 
 LAYOUTS = ("auto", "number", "lines", "table")
 # The shortest digit of a number is at least this share of the tallest's height.
@@ -72,10 +79,7 @@ def read_page(
     found = find_layout(image)
     if found.diagnosis:
         return Reading(diagnosis=found.diagnosis)
-    lines = [
-        _read_line(model, found, line, image.shape, min_confidence, explain, model_context)
-        for line in found.lines
-    ]
+    lines = _read_lines(model, found, image.shape, min_confidence, explain, model_context)
     _flag_wide_digits([f for line in lines for f in line])
     if layout == "table":
         for line, line_columns in zip(lines, columns(found), strict=True):
@@ -85,25 +89,57 @@ def read_page(
     return Reading(digits, lines=lines)
 
 
-def _read_line(
+def _read_lines(
     model: Model,
     found: Layout,
-    line: LineLayout,
     shape: tuple[int, ...],
     min_confidence: float,
     explain: bool,
     model_context: Callable[[], contextlib.AbstractContextManager],
+) -> list[list[Field]]:
+    """The fields of every line, their digits cut and read as a single number's are
+    (:mod:`digitrec.reading.cuts`): every line's candidate digits read in two model calls
+    at most, and each line's cuts chosen by that reading."""
+    candidates = [_line_candidates(found, line, shape) for line in found.lines]
+    read, explained = candidate_reader(model, explain, model_context)
+    read_candidates(read, candidates)
+    lines = []
+    for line, found_line in zip(found.lines, candidates, strict=True):
+        positions = found_line.chosen()
+        pieces = [found_line.lattice.read()[p] for p in positions]
+        lattice = found_line.lattice
+        line, digit_items = line.with_digits([(lattice.masks[i], lattice.boxes[i]) for i in pieces])
+        readings = digit_readings(
+            found_line.proba[positions] if positions else np.zeros((0, len(model.classes))),
+            model.classes,
+            found_line.tiles[positions],
+            [found_line.boxes[p] for p in positions],
+        )
+        for digit in readings:
+            digit.explanation = explained.get(digit.tile.tobytes())
+        read_digits = dict(zip(map(id, digit_items), readings, strict=True))
+        lines.append(_line_fields(found, line, shape, min_confidence, read_digits))
+    return lines
+
+
+def _line_candidates(found: Layout, line: LineLayout, shape: tuple[int, ...]) -> Candidates:
+    """The candidate digits of one line (:func:`digitrec.reading.cuts.lattice` of its
+    digits' marks), boxes in the original image's coordinates."""
+    if not line.marks:
+        return Candidates(cuts.Lattice(nodes=1), np.zeros((0, TILE, TILE), np.uint8), [])
+    lattice = cuts.lattice(line.ink, line.marks)
+    boxes = [original_box(found, lattice.boxes[i], shape) for i in lattice.read()]
+    return Candidates(lattice, cuts.tiles(line.ink, lattice), boxes)
+
+
+def _line_fields(
+    found: Layout,
+    line: LineLayout,
+    shape: tuple[int, ...],
+    min_confidence: float,
+    read: dict[int, DigitReading],
 ) -> list[Field]:
-    """The fields of one line, their digits read by the model."""
-    digit_items = [item for item in line.items if item.kind == "digit"]
-    tiles = (
-        np.stack([tile_from_mask(item.mask, crop(line.ink.core, item.box)) for item in digit_items])
-        if digit_items
-        else np.zeros((0, TILE, TILE), np.uint8)
-    )
-    boxes = [original_box(found, item.box, shape) for item in digit_items]
-    readings = iter(read_tiles(model, tiles, boxes, explain, model_context))
-    read = {id(item): next(readings) for item in digit_items}
+    """The fields of one line, given its digits' readings (keyed by item)."""
     fields = []
     for members in line.fields:
         items = [line.items[i] for i in members]

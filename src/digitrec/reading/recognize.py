@@ -50,7 +50,6 @@ class DigitReading:
             "confidence": round(self.confidence, 4),
         }
 
-
     @property
     def confidence(self) -> float:
         """The model's probability of its answer (calibrated: see benchmarks/pages.py)."""
@@ -154,7 +153,7 @@ def tiles_to_model_input(tiles: np.ndarray, model: Model) -> np.ndarray:
     return np.rint(resized * (model.max_value / 255.0)).astype(np.uint8)
 
 
-def _readings_of(
+def digit_readings(
     probabilities: np.ndarray, classes, tiles: np.ndarray, boxes
 ) -> list[DigitReading]:
     """One reading per tile from the model's class probabilities ``(n, len(classes))``."""
@@ -243,9 +242,33 @@ def read_images(
                 raise
             found.append(exc)
     candidates = [item for item in found if isinstance(item, Candidates)]
+    read, explained = candidate_reader(model, explain, model_context)
+    read_candidates(read, candidates)
+    readings = []
+    for item in found:
+        if isinstance(item, Exception):
+            readings.append(Reading(failure=item))
+            continue
+        chosen = item.chosen()
+        tiles = item.tiles[chosen]
+        boxes = [item.boxes[i] for i in chosen]
+        digits = digit_readings(item.proba[chosen], model.classes, tiles, boxes) if chosen else []
+        if explain:
+            for digit, tile in zip(digits, tiles, strict=True):
+                digit.explanation = explained[tile.tobytes()]
+        readings.append(Reading(digits, item.diagnosis))
+    return readings
 
-    # With explanations, the search that reads the candidates also explains them (keyed by
-    # tile): explaining the chosen digits again would search for each of them twice.
+
+def candidate_reader(
+    model: Model,
+    explain: bool,
+    model_context: Callable[[], contextlib.AbstractContextManager],
+) -> tuple[Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]], dict[bytes, Explanation]]:
+    """The reader :func:`~digitrec.reading.candidates.read_candidates` calls: tiles ->
+    the model's probabilities and distances; and, with ``explain``, the explanations it
+    gathers, keyed by tile. The search that reads the candidates also explains them:
+    explaining the chosen digits again would search for each of them twice."""
     explained: dict[bytes, Explanation] = {}
 
     def read(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -257,21 +280,7 @@ def read_images(
         explained.update(zip((tile.tobytes() for tile in tiles), explanations, strict=True))
         return proba, model.distance_in(explanations)
 
-    read_candidates(read, candidates)
-    readings = []
-    for item in found:
-        if isinstance(item, Exception):
-            readings.append(Reading(failure=item))
-            continue
-        chosen = item.chosen()
-        tiles = item.tiles[chosen]
-        boxes = [item.boxes[i] for i in chosen]
-        digits = _readings_of(item.proba[chosen], model.classes, tiles, boxes) if chosen else []
-        if explain:
-            for digit, tile in zip(digits, tiles, strict=True):
-                digit.explanation = explained[tile.tobytes()]
-        readings.append(Reading(digits, item.diagnosis))
-    return readings
+    return read, explained
 
 
 def _candidates(image: np.ndarray) -> Candidates:
@@ -339,7 +348,7 @@ def read_tiles(
             probabilities, explanations = model.explain(inputs)
         else:
             probabilities, explanations = model.predict_proba(inputs), [None for _ in tiles]
-    digits = _readings_of(probabilities, model.classes, tiles, boxes)
+    digits = digit_readings(probabilities, model.classes, tiles, boxes)
     for digit, explanation in zip(digits, explanations, strict=True):
         digit.explanation = explanation
     return digits
