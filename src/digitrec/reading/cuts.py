@@ -61,10 +61,12 @@ _DIAGONAL = 0.1
 # digit costs by how much further than a typical digit (8 temperatures) it lies from the
 # digits the model knows, and more the further it lies: a merged pair ('35' read as one
 # '0') lies much further than either of its digits, where a plain distance cost made two
-# digits cost more than one merged pair. Exact 0.788 -> 0.819 over the three sets (each
-# set gained 2.3-4 points; a broad plateau of settings gained 2.5-3).
+# digits cost more than one merged pair. With these terms a digit's own weight is a cost
+# (piece_with_distance), where the model gives distances. Exact 0.788 -> 0.819 over the
+# three sets (each set gained 2.3-4 points; a broad plateau of settings gained 2.5-3).
 SCORE_WEIGHTS = {
-    "piece": -1.0,  # added per digit: more or fewer digits
+    "piece": 0.5,  # added per digit: more or fewer digits ...
+    "piece_with_distance": -1.0,  # ... or this, where the model gives distances
     "wide_from": 1.0,  # widths beyond this many line heights cost ...
     "wide": 4.0,  # ... this much per squared line height
     "widest": 1.8,  # no piece wider than this many line heights is one digit
@@ -196,11 +198,12 @@ def piece_scores(
     :meth:`~digitrec.models.Model.proba_and_distance`, one per piece in :meth:`Lattice.read`
     order, NaN where not read), plus the log priors of its shape and its cut."""
     w = SCORE_WEIGHTS if weights is None else weights
+    per_digit = w["piece"] if distance is None else w["piece_with_distance"]
     width = np.asarray(found.width)
     height = np.asarray(found.height)
     crossed = np.asarray(found.crossed)
     score = (
-        w["piece"]
+        per_digit
         - w["wide"] * np.clip(width - w["wide_from"], 0, None) ** 2
         - w["short"] * np.clip(w["short_below"] - height, 0, None) ** 2
         - w["cut"] * crossed
