@@ -6,6 +6,8 @@ pin the geometry rules without a model or a font.
 
 from __future__ import annotations
 
+import warnings
+
 import cv2
 import numpy as np
 
@@ -173,3 +175,16 @@ def test_lines_whose_digits_all_join_other_lines_are_found_from_the_joined_heigh
                 cv2.line(page, (middle, upper + DIGIT - 4), (middle, upper + pitch + 4), 0, STROKE)
     layout = find_layout(page)
     assert [_items(line) for line in layout.lines] == [["digit"] * 4] * 6
+
+
+def test_marks_that_share_no_one_height_are_laid_out_without_a_numerical_warning():
+    # Two short and two tall bars: the heights most marks share average to a height that
+    # none of them has, which once took the median of no widths.
+    page = _page()
+    for left, height in ((100, 40), (200, 44), (300, 80), (400, 88)):
+        page[100 : 100 + height, left : left + 30] = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        layout = find_layout(page)
+    assert layout.diagnosis is None
+    assert layout.lines

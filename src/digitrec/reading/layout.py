@@ -438,6 +438,8 @@ def _typical_height(heights: np.ndarray, widths: np.ndarray, tops: np.ndarray) -
     two or three lines joined."""
     common = _common(heights)
     shared = np.abs(heights - common) <= 0.15 * common
+    if not shared.any():
+        return _height_of_spans(heights, tops, common)
     width = float(np.median(widths[shared]))
     # Commas and points are narrow, and a '1' alone does not make a line height.
     single = (
