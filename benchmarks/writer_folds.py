@@ -29,7 +29,6 @@ from real_world import score_set
 
 from digitrec import models
 from digitrec.data import datasets, pen_digits
-from digitrec.features.styles import styled_copies
 from digitrec.testing import unipen
 
 FOLD_SIZE = 5
@@ -48,18 +47,11 @@ def training_data(
     """``mnist+unipen`` without the digits of the ``left_out`` writers."""
     tuning = digits.writer_indices("tuning")
     kept = np.array([i for i in tuning if str(digits.writer[i]) not in left_out])
-    pen_tiles, pen_labels = pen_digits.training_tiles(digits, kept)
-    styled, styled_labels = styled_copies(
-        mnist.X_train,
-        mnist.y_train,
-        zeros=datasets.STYLED_ZEROS,
-        ones=datasets.STYLED_ONES,
-        seed=0,
-    )
+    tiles, labels = datasets.extra_tiles(mnist, digits, kept)
     return datasets.Dataset(
         "mnist+unipen-without-fold",
-        np.concatenate([mnist.X_train, pen_tiles, styled]),
-        np.concatenate([mnist.y_train, pen_labels, styled_labels]),
+        np.concatenate([mnist.X_train, tiles]),
+        np.concatenate([mnist.y_train, labels]),
         mnist.X_test,
         mnist.y_test,
     )

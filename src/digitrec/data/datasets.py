@@ -28,6 +28,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -35,6 +36,9 @@ from tqdm.auto import tqdm
 from digitrec import config
 from digitrec.errors import DatasetError
 from digitrec.persistence.atomic import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from digitrec.data import pen_digits
 
 log = logging.getLogger("digitrec.data.datasets")
 
@@ -204,7 +208,6 @@ _STYLE_SEED = 0
 
 def _cached_extra_tiles(mnist: Dataset) -> tuple[np.ndarray, np.ndarray]:
     from digitrec.data import pen_digits
-    from digitrec.features.styles import styled_copies
 
     cache = config.datasets_dir() / f"extra-tiles-{_extra_tiles_key()}.npz"
     if cache.exists():
@@ -212,16 +215,27 @@ def _cached_extra_tiles(mnist: Dataset) -> tuple[np.ndarray, np.ndarray]:
         if tiles is not None:
             return tiles, labels
     digits = pen_digits.load()
-    pen_tiles, pen_labels = pen_digits.training_tiles(digits, digits.writer_indices("tuning"))
-    styled, styled_labels = styled_copies(
-        mnist.X_train, mnist.y_train, zeros=STYLED_ZEROS, ones=STYLED_ONES, seed=_STYLE_SEED
-    )
-    tiles = np.concatenate([pen_tiles, styled])
-    labels = np.concatenate([pen_labels, styled_labels])
+    tiles, labels = extra_tiles(mnist, digits, digits.writer_indices("tuning"))
     buffer = io.BytesIO()
     np.savez_compressed(buffer, tiles=tiles, labels=labels)
     atomic_write_bytes(cache, buffer.getvalue())
     return tiles, labels
+
+
+def extra_tiles(
+    mnist: Dataset, digits: pen_digits.PenDigits, indices: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The tiles and labels ``mnist+unipen`` adds to MNIST's training images, made afresh:
+    the pen digits at ``indices`` as the reading path frames them, then the slashed and
+    flagged MNIST copies."""
+    from digitrec.data import pen_digits
+    from digitrec.features.styles import styled_copies
+
+    pen_tiles, pen_labels = pen_digits.training_tiles(digits, indices)
+    styled, styled_labels = styled_copies(
+        mnist.X_train, mnist.y_train, zeros=STYLED_ZEROS, ones=STYLED_ONES, seed=_STYLE_SEED
+    )
+    return np.concatenate([pen_tiles, styled]), np.concatenate([pen_labels, styled_labels])
 
 
 def _read_tiles(path: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
