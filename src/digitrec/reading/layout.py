@@ -569,27 +569,25 @@ def _line_layout(
         for mark in found_marks:
             x, y, w, h = mark.box
             cut = np.count_nonzero(crossed[y : y + h, x : x + w][mark.mask])
-            kind = _cut_off_mark(found.slant, mark.box, frame) if cut else None
+            top = y - (x + w / 2) * found.slant
+            kind = _cut_off_mark(top, top + h, w, frame) if cut else None
             if kind is None:
                 kept.append(mark)
             elif np.count_nonzero(mark.mask) >= ink.stroke**2 / 2:
                 # A point or comma touching a digit of the next line, parted from it (or
                 # the end of a digit's stroke that reached into this line: unknown); a
                 # sliver smaller than a dot of the pen is no mark at all.
-                top = y - (x + w / 2) * found.slant
                 items.append(Item(kind, mark.box, deskewed=(top, top + h), unsure=True))
     line = LineLayout(line_ink or ink, items, [], frame, kept, crossed)
     return line.with_digits([piece for mark in kept for piece in mark.pieces()])[0]
 
 
-def _cut_off_mark(slant: float, box: Box, frame: LineFrame) -> str | None:
-    """The mark a piece parted from ink it shared with another line is, when it is too
-    small to be a digit of this line; None otherwise."""
-    x, y, w, h = box
-    top = y - (x + w / 2) * slant
-    if not marks.is_small(top, top + h, w, frame):
+def _cut_off_mark(top: float, bottom: float, width: int, frame: LineFrame) -> str | None:
+    """The mark a piece parted from ink it shared with another line is (its deskewed
+    rows and its width), when it is too small to be a digit of this line; None otherwise."""
+    if not marks.is_small(top, bottom, width, frame):
         return None
-    return marks.classify(top, top + h, w, frame)
+    return marks.classify(top, bottom, width, frame)
 
 
 def _mark_kind(found: _Marks, index: int, members: list[int], frame: LineFrame) -> str | None:

@@ -25,7 +25,7 @@ from digitrec.reading.recognize import (
     Field,
     Reading,
     candidate_reader,
-    digit_readings,
+    chosen_digits,
     read_images,
 )
 
@@ -105,18 +105,12 @@ def _read_lines(
     read_candidates(read, candidates)
     lines = []
     for line, found_line in zip(found.lines, candidates, strict=True):
-        positions = found_line.chosen()
-        pieces = [found_line.lattice.read()[p] for p in positions]
+        chosen = found_line.chosen()
         lattice = found_line.lattice
+        order = lattice.read()
+        pieces = [order[position] for position in chosen]
         line, digit_items = line.with_digits([(lattice.masks[i], lattice.boxes[i]) for i in pieces])
-        readings = digit_readings(
-            found_line.proba[positions] if positions else np.zeros((0, len(model.classes))),
-            model.classes,
-            found_line.tiles[positions],
-            [found_line.boxes[p] for p in positions],
-        )
-        for digit in readings:
-            digit.explanation = explained.get(digit.tile.tobytes())
+        readings = chosen_digits(found_line, chosen, model.classes, explained)
         read_digits = dict(zip(map(id, digit_items), readings, strict=True))
         lines.append(_line_fields(found, line, shape, min_confidence, read_digits))
     return lines

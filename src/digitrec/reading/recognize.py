@@ -249,15 +249,24 @@ def read_images(
         if isinstance(item, Exception):
             readings.append(Reading(failure=item))
             continue
-        chosen = item.chosen()
-        tiles = item.tiles[chosen]
-        boxes = [item.boxes[i] for i in chosen]
-        digits = digit_readings(item.proba[chosen], model.classes, tiles, boxes) if chosen else []
-        if explain:
-            for digit, tile in zip(digits, tiles, strict=True):
-                digit.explanation = explained[tile.tobytes()]
+        digits = chosen_digits(item, item.chosen(), model.classes, explained)
         readings.append(Reading(digits, item.diagnosis))
     return readings
+
+
+def chosen_digits(
+    item: Candidates, chosen: list[int], classes, explained: dict[bytes, Explanation]
+) -> list[DigitReading]:
+    """The readings of ``item``'s candidates at positions ``chosen`` (see
+    :meth:`~digitrec.reading.candidates.Candidates.chosen`), each with its explanation
+    where :func:`candidate_reader` gathered one."""
+    if not chosen:
+        return []
+    tiles = item.tiles[chosen]
+    digits = digit_readings(item.proba[chosen], classes, tiles, [item.boxes[i] for i in chosen])
+    for digit in digits:
+        digit.explanation = explained.get(digit.tile.tobytes())
+    return digits
 
 
 def candidate_reader(
@@ -330,25 +339,3 @@ def _read_pages(
 def read_image(model: Model, image: np.ndarray) -> Reading:
     """:func:`read_images` for one image."""
     return read_images(model, [image])[0]
-
-
-def read_tiles(
-    model: Model,
-    tiles: np.ndarray,
-    boxes: list,
-    explain: bool = False,
-    model_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-) -> list[DigitReading]:
-    """Classify MNIST-style tiles in one model call, keeping each one's box."""
-    if len(tiles) == 0:
-        return []
-    inputs = tiles_to_model_input(tiles, model)
-    with model_context():
-        if explain:
-            probabilities, explanations = model.explain(inputs)
-        else:
-            probabilities, explanations = model.predict_proba(inputs), [None for _ in tiles]
-    digits = digit_readings(probabilities, model.classes, tiles, boxes)
-    for digit, explanation in zip(digits, explanations, strict=True):
-        digit.explanation = explanation
-    return digits
