@@ -3,7 +3,7 @@
     python benchmarks/on_device.py --server-model DIR     # DIR: the server's model
     python benchmarks/on_device.py                         # the default model directory
 
-The on-device model is the one the web app ships (``web/static/ondevice/model.onnx``) and
+The on-device model is the one the web app ships (``nets/ondevice/model.onnx``) and
 runs in onnxruntime-web when the server cannot be reached. Measured here:
 
 - download: every file the service worker keeps, as the server sends it (the WebAssembly

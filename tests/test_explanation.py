@@ -10,6 +10,7 @@ import pytest
 
 from digitrec import models
 from digitrec.data import datasets
+from digitrec.neighbors.hybrid import MIN_NETWORK_PROBABILITY
 from digitrec.neighbors.personal import PersonalModel
 from digitrec.persistence.sample_db import Sample
 
@@ -75,7 +76,7 @@ def test_knn_idm_shows_the_voters_and_each_class_nearest_by_idm(small):
         assert e.classes[0].label == e.answer
 
 
-def test_knn_idm_hknn_shows_each_top_class_with_both_distances_and_its_score(small):
+def test_knn_idm_hknn_shows_each_top_class_with_its_three_terms_and_its_score(small):
     params = {"n_candidates": 20, "scattering_components": 40, "hyperplane_k": 15}
     model = models.train("knn-idm-hknn", small, params)
     images = small.X_test[:20]
@@ -89,15 +90,20 @@ def test_knn_idm_hknn_shows_each_top_class_with_both_distances_and_its_score(sma
     candidates_d, candidates_i = model.neighbors(images, 20)
     candidate_labels = model.training_labels()[candidates_i]
     weight = model.params["hyperplane_weight"]
+    network_weight = model.params["network_weight"]
+    assert network_weight > 0 and "network" in explanations[0].meaning
     several = 0
     for row, e in enumerate(explanations):
         assert e.method == "hybrid" and e.voters == []
         assert "IDM distance" in e.summary and "hyperplane distance" in e.summary
+        assert "network" in e.summary
         best = e.classes[0]
         assert best.label == e.answer and best.score == pytest.approx(scores[row].min())
         assert best.nearest.distance == pytest.approx(answer_distances[row, 0])
         for c in e.classes:
-            assert c.score == pytest.approx(c.nearest.distance + weight * c.hyperplane)
+            network = -np.log(max(c.network, MIN_NETWORK_PROBABILITY))
+            expected = c.nearest.distance + weight * c.hyperplane + network_weight * network
+            assert c.score == pytest.approx(expected)
             assert c.score == pytest.approx(scores[row, class_of(model, c.label)])
             nearest = candidates_d[row][candidate_labels[row] == c.label][0]
             assert c.nearest.distance == pytest.approx(nearest)

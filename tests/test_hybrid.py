@@ -8,9 +8,10 @@ import pytest
 from digitrec import models
 from digitrec.errors import ModelFileError, ParameterError
 from digitrec.features.scattering import ScatteringFeatures, scattering_coefficients
-from digitrec.neighbors.hybrid import HybridClassifier
+from digitrec.neighbors.hybrid import MIN_NETWORK_PROBABILITY, HybridClassifier
 from digitrec.neighbors.hyperplane import LocalHyperplanes
 from digitrec.neighbors.idm import IDMClassifier
+from digitrec.nets.onnx_network import OnnxNetwork, shipped
 from digitrec.persistence import serialize
 
 # --- k-local hyperplanes ----------------------------------------------------------------
@@ -223,3 +224,79 @@ def test_hybrid_saves_and_loads_through_the_model_store(fitted, slice_, tmp_path
 def test_bad_hybrid_parameters_are_refused_by_name(params):
     with pytest.raises(ParameterError, match=next(iter(params))):
         HybridClassifier(**params).fit(np.zeros((4, 28, 28)), np.arange(4))
+
+
+# --- the network's second opinion -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def with_network(slice_):
+    X, y, _, _ = slice_
+    return HybridClassifier(**SMALL, network_weight=60.0).fit(X, y)
+
+
+@pytest.mark.slow
+def test_the_network_adds_its_weight_times_minus_its_log_probability(fitted, with_network, slice_):
+    _, _, X_te, _ = slice_
+    images = X_te[:40]
+    network = shipped().predict_proba(np.asarray(images).reshape(-1, 28, 28))
+    plain = fitted.class_scores(images)
+    among = np.isfinite(plain)
+    np.testing.assert_array_equal(np.isfinite(with_network.class_scores(images)), among)
+    added = with_network.class_scores(images)[among] - plain[among]
+    expected = 60.0 * -np.log(np.clip(network, MIN_NETWORK_PROBABILITY, 1.0))
+    np.testing.assert_allclose(added, expected[among], rtol=1e-6)
+    _, parts = with_network.score_parts(images)
+    np.testing.assert_allclose(parts.network[among], -np.log(np.clip(network, 1e-6, 1))[among])
+
+
+@pytest.mark.slow
+def test_a_hybrid_with_its_network_saves_loads_and_refuses_a_broken_network(
+    with_network, slice_
+):
+    _, _, X_te, _ = slice_
+    state, arrays = serialize.export_state(with_network)
+    assert arrays["network_onnx"].dtype == np.uint8
+    params = with_network.get_params()
+    fresh = models.REGISTRY["knn-idm-hknn"].build(**params)
+    serialize.import_state(fresh, state, arrays)
+    np.testing.assert_array_equal(fresh.predict_proba(X_te), with_network.predict_proba(X_te))
+    broken = {**arrays, "network_onnx": arrays["network_onnx"][:1000]}
+    with pytest.raises(ModelFileError, match="ONNX"):
+        serialize.import_state(models.REGISTRY["knn-idm-hknn"].build(**params), state, broken)
+    without = {k: v for k, v in arrays.items() if k != "network_onnx"}
+    with pytest.raises(ModelFileError, match="network"):
+        serialize.import_state(models.REGISTRY["knn-idm-hknn"].build(**params), state, without)
+
+
+def test_images_the_network_cannot_read_are_scored_without_it():
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 17, size=(40, 8, 8)).astype(np.float64)
+    y = np.arange(40) % 4
+    small = dict(n_candidates=10, n_components=None, scattering_components=10, hyperplane_k=5)
+    hybrid = HybridClassifier(**small, network_weight=60.0).fit(X, y)
+    assert hybrid.network_ is None
+    plain = HybridClassifier(**small).fit(X, y)
+    np.testing.assert_array_equal(hybrid.class_scores(X[:5]), plain.class_scores(X[:5]))
+
+
+def test_bytes_that_are_not_a_digit_network_are_refused():
+    with pytest.raises(ModelFileError, match="ONNX"):
+        OnnxNetwork(b"not a network")
+    network = shipped()
+    assert network.predict_proba(np.zeros((0, 28, 28))).shape == (0, 10)
+    proba = network.predict_proba(np.zeros((3, 28, 28), np.uint8))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_model_file_older_than_the_network_loads_and_answers_without_it(
+    fitted, slice_, tmp_path
+):
+    _, _, X_te, _ = slice_
+    params = {k: v for k, v in fitted.get_params().items() if k != "network_weight"}
+    info = {"input": {"shape": [28, 28], "max_value": 255}}
+    models.save(models.Model("knn-idm-hknn", params, fitted, info), tmp_path / "old")
+    loaded = models.load(tmp_path / "old")
+    assert loaded.estimator.network_weight == 0 and loaded.estimator.network_ is None
+    np.testing.assert_array_equal(loaded.predict_proba(X_te), fitted.predict_proba(X_te))

@@ -224,5 +224,6 @@ def test_registry_defaults_are_the_classifiers_own_but_for_declared_overrides():
     from digitrec.nets.cnn import CNNClassifier
 
     assert models.kind("cnn").defaults == CNNClassifier().get_params()
-    assert models.kind("knn-idm-hknn").defaults == HybridClassifier().get_params()
+    hybrid = {**HybridClassifier().get_params(), "network_weight": 75.0}
+    assert models.kind("knn-idm-hknn").defaults == hybrid
     assert models.kind("knn").defaults == {**KNNClassifier().get_params(), "n_neighbors": 3}

@@ -60,6 +60,7 @@ class ClassEvidence:
     nearest: Reference | None
     vote: float | None = None
     hyperplane: float | None = None
+    network: float | None = None  # the network's probability, where the model asks one
     score: float | None = None
 
 
@@ -203,8 +204,19 @@ def _hybrid_meaning(params: dict[str, Any]) -> str:
         + " Hyperplane distance: how far the drawing is from the closest blend of the "
         f"class's {params.get('hyperplane_k', 100)} nearest training images (in wavelet "
         "scattering features); lower is closer. A class's score is its IDM distance + "
-        f"{_number(params.get('hyperplane_weight', 150.0))} × its hyperplane distance; the "
-        "lowest score wins."
+        f"{_number(params.get('hyperplane_weight', 150.0))} × its hyperplane distance"
+        + _network_meaning(params)
+        + "; the lowest score wins."
+    )
+
+
+def _network_meaning(params: dict[str, Any]) -> str:
+    weight = params.get("network_weight", 0.0)
+    if not weight:
+        return ""
+    return (
+        f" + {_number(weight)} × minus the log of the network's probability of it (network: "
+        "the cnn-robust digitrec ships, which learned each digit's shape from all of MNIST)"
     )
 
 
@@ -373,8 +385,11 @@ def vote_explanation(
 def _hybrid(
     classifier: Any, features: np.ndarray, training_images: np.ndarray | None, params: dict
 ) -> ReferenceAnswer:
-    proba, idm_nearest, hyperplane, distances, indices = classifier.score_parts(features)
-    scores = classifier.combine(idm_nearest, hyperplane)
+    proba, parts = classifier.score_parts(features)
+    scores = classifier.combine(parts)
+    asks_network = classifier.network_ is not None
+    # The network's term is in the meaning only where the model asks it.
+    params = {**params, "network_weight": classifier.network_weight if asks_network else 0.0}
     labels = classifier.reference_classes()
     classes = classifier.classes_
     meaning = _hybrid_meaning(params)
@@ -385,15 +400,16 @@ def _hybrid(
         ]
         evidence = []
         for c in ranked[:TOP_CLASSES]:
-            j = int(indices[row][labels[indices[row]] == c][0])  # candidates are sorted
+            j = int(parts.indices[row][labels[parts.indices[row]] == c][0])  # candidates are sorted
             ref = Reference(
-                int(classes[c]), float(idm_nearest[row, c]), _picture(training_images, j)
+                int(classes[c]), float(parts.idm_nearest[row, c]), _picture(training_images, j)
             )
             evidence.append(
                 ClassEvidence(
                     int(classes[c]),
                     ref,
-                    hyperplane=float(hyperplane[row, c]),
+                    hyperplane=float(parts.hyperplane[row, c]),
+                    network=float(np.exp(-parts.network[row, c])) if asks_network else None,
                     score=float(scores[row, c]),
                 )
             )
@@ -409,16 +425,17 @@ def _hybrid(
             )
         )
     k = classifier.n_neighbors
-    return ReferenceAnswer(proba, explanations, distances[:, :k], indices[:, :k])
+    return ReferenceAnswer(proba, explanations, parts.distances[:, :k], parts.indices[:, :k])
 
 
 def _hybrid_summary(evidence: list[ClassEvidence], params: dict[str, Any]) -> str:
     weight = _number(params.get("hyperplane_weight", 150.0))
 
     def terms(c: ClassEvidence) -> str:
+        network = "" if c.network is None else f", network {c.network:.0%}"
         return (
             f"IDM distance {_number(c.nearest.distance)}, hyperplane distance "
-            f"{_number(c.hyperplane)} (score {_number(c.score)})"
+            f"{_number(c.hyperplane)}{network} (score {_number(c.score)})"
         )
 
     best = evidence[0]

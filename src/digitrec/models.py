@@ -54,6 +54,16 @@ class ModelKind:
             return dict(self.overrides)
         return _classifier(self.build(**self.overrides)).get_params(deep=False)
 
+    @property
+    def saved_defaults(self) -> dict[str, Any]:
+        """The parameters a model file of this kind has where it names none: a parameter
+        newer than the file takes the classifier's own default (the behaviour the file was
+        made with), not today's override. digitrec's own classifiers record every
+        parameter, so only newer ones are missing."""
+        if not self.records_all_params:
+            return dict(self.overrides)
+        return _classifier(self.build()).get_params(deep=False)
+
 
 REGISTRY: dict[str, ModelKind] = {}
 
@@ -140,12 +150,16 @@ def _parse_value(text: str) -> Any:
         return text  # a bare word such as distance or euclidean
 
 
-def build(kind_name: str, params: dict[str, Any] | None = None) -> tuple[BaseEstimator, dict]:
-    """A fresh estimator of ``kind_name``; unknown parameter names are refused by name."""
+def build(
+    kind_name: str, params: dict[str, Any] | None = None, *, saved: bool = False
+) -> tuple[BaseEstimator, dict]:
+    """A fresh estimator of ``kind_name``; unknown parameter names are refused by name.
+    ``saved``: ``params`` are a model file's (see :attr:`ModelKind.saved_defaults`)."""
     entry = kind(kind_name)
     if params is not None and not isinstance(params, dict):
         raise ParameterError(f"parameters for {kind_name} must be a name -> value mapping")
-    merged = {**entry.defaults, **(params or {})}
+    defaults = entry.saved_defaults if saved else entry.defaults
+    merged = {**defaults, **(params or {})}
     try:
         estimator = entry.build(**merged)
         _validate_steps(estimator)
@@ -347,7 +361,7 @@ def load(directory: Path) -> Model:
             raise ModelFileError(f"{directory}: unknown model kind {manifest['kind']!r}")
         sizes.update(model_schema.check_manifest(manifest, str(directory)))
         try:
-            built.append(build(manifest["kind"], manifest.get("params", {}))[0])
+            built.append(build(manifest["kind"], manifest.get("params", {}), saved=True)[0])
         except (ParameterError, InvalidParameterError) as exc:
             raise ModelFileError(f"{directory}: saved parameters are invalid: {exc}") from exc
 
@@ -423,8 +437,11 @@ def _build_knn_idm(**params):
     "knn-idm-hknn",
     "knn-idm's nearest-neighbour distance plus the k-local hyperplane distance on wavelet "
     "scattering features (digitrec.neighbors.hybrid); the most accurate model, and the best reader "
-    "of handwriting unlike MNIST's (benchmarks/real_world.py)",
-    {},
+    "of handwriting unlike MNIST's (benchmarks/real_world.py), with the shipped cnn-robust "
+    "network's second opinion",
+    # Chosen with benchmarks/writer_folds.py's folds (see the README): 0.5 nats of the
+    # network per temperature.
+    {"network_weight": 75.0},
 )
 def _build_knn_idm_hknn(**params):
     from digitrec.neighbors.hybrid import HybridClassifier

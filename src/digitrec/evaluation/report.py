@@ -106,12 +106,12 @@ HYPERPLANE_WEIGHTS = (0.0, 25.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 500.0)
 
 def _weight_curve(model, final, images: np.ndarray, labels: np.ndarray) -> Curve:
     """knn-idm-hknn's accuracy for several ``hyperplane_weight``: the lowest score of each
-    weight, from one search's two distances (0 is the IDM's nearest neighbour alone)."""
-    _, idm_nearest, hyperplane, _, _ = final.score_parts(images)
+    weight, from one search's terms (0: without the hyperplane)."""
+    _, parts = final.score_parts(images)
     weights = sorted({*HYPERPLANE_WEIGHTS, float(final.hyperplane_weight)})
     accuracies = []
     for weight in weights:
-        scores = final.combine(idm_nearest, hyperplane, weight)
+        scores = final.combine(parts, weight)
         accuracies.append(float(np.mean(model.classes[np.argmin(scores, axis=1)] == labels)))
     return Curve(
         "hyperplane_weight",
@@ -119,8 +119,8 @@ def _weight_curve(model, final, images: np.ndarray, labels: np.ndarray) -> Curve
         accuracies,
         float(final.hyperplane_weight),
         "Each value is knn-idm-hknn with that hyperplane_weight: a class's score is its IDM "
-        "distance + weight × its hyperplane distance, lowest wins (0: the IDM's nearest "
-        "neighbour alone).",
+        "distance + weight × its hyperplane distance (+ the network's term, where the model "
+        "asks one), lowest wins (0: without the hyperplane).",
     )
 
 

@@ -9,15 +9,22 @@ smooth deformations of the whole digit. A class's score is
 
     score(c) = IDM distance to the nearest class-c candidate
                + hyperplane_weight * distance to class c's local hyperplane
+               + network_weight * -log(the network's probability of c)
 
 over the classes among the IDM's ``n_candidates`` candidates (1.7 classes on average on
 MNIST); the lowest score wins. On the MNIST validation split (train on the first 50,000,
-score the last 10,000) this makes 0.9966 of the IDM's 0.9948 and the hyperplane's 0.9953
-alone; see ``benchmarks/accuracy_mnist.py``.
+score the last 10,000) the first two terms make 0.9966 of the IDM's 0.9948 and the
+hyperplane's 0.9953 alone; see ``benchmarks/accuracy_mnist.py``.
+
+The third term, where ``network_weight`` is not 0, is the second opinion of the
+``cnn-robust`` network digitrec ships (:func:`digitrec.nets.onnx_network.shipped`): it
+learned each digit's shape from all of MNIST and distorted copies instead of comparing
+with single references, and it errs on other digits than the references do.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
@@ -30,8 +37,29 @@ from digitrec.features.scattering import ScatteringFeatures
 from digitrec.neighbors.calibration import nearest_of_each_class, softmin
 from digitrec.neighbors.hyperplane import LocalHyperplanes
 from digitrec.neighbors.idm import IDMClassifier
+from digitrec.nets.onnx_network import OnnxNetwork, shipped
 
-__all__ = ["HybridClassifier", "nearest_of_each_class", "softmin"]
+__all__ = ["HybridClassifier", "ScoreParts", "nearest_of_each_class", "softmin"]
+
+# The network's probabilities are floored here: one confident network must not outweigh
+# any IDM and hyperplane distance (-log of it is 13.8 nats).
+MIN_NETWORK_PROBABILITY = 1e-6
+
+
+@dataclass(frozen=True)
+class ScoreParts:
+    """The terms of :class:`HybridClassifier`'s class scores, ``(n, n_classes)`` each,
+    ``inf`` for classes not among the candidates: each class's IDM distance to its nearest
+    candidate, its local-hyperplane distance (0 when ``hyperplane_weight`` is 0, as it is
+    not computed then), and minus the log of the network's probability of it (0 without a
+    network); and the IDM distances and indices of the ``n_candidates`` candidates,
+    ``(n, n_candidates)``, sorted."""
+
+    idm_nearest: np.ndarray
+    hyperplane: np.ndarray
+    network: np.ndarray
+    distances: np.ndarray
+    indices: np.ndarray
 
 
 class HybridClassifier(IDMClassifier):
@@ -45,6 +73,9 @@ class HybridClassifier(IDMClassifier):
     hyperplane_reg : ridge penalty on the hyperplane coefficients.
     scattering_components : PCA dimensions of the scattering features.
     temperature : IDM units of the softmin that turns scores into ``predict_proba``.
+    network_weight : IDM units per nat of the shipped network's log-probability; 0 asks
+        no network. Images the network cannot read (other than 28x28 images of the digits
+        0-9) are scored without it, and ``network_`` is then None.
 
     ``predict_proba`` is ``exp(-(score - best score) / temperature)``, normalised over the
     classes among the candidates (the others get 0). The default temperature gave the lowest
@@ -58,6 +89,7 @@ class HybridClassifier(IDMClassifier):
         "hyperplane_reg": [Interval(Real, 0, None, closed="neither")],
         "scattering_components": [Interval(Integral, 1, None, closed="left"), None],
         "temperature": [Interval(Real, 0, None, closed="neither")],
+        "network_weight": [Interval(Real, 0, None, closed="left")],
     }
 
     def __init__(
@@ -80,6 +112,7 @@ class HybridClassifier(IDMClassifier):
         hyperplane_reg: float = 10.0,
         scattering_components: int | None = 300,
         temperature: float = 150.0,
+        network_weight: float = 0.0,
     ) -> None:
         super().__init__(
             n_neighbors=n_neighbors,
@@ -101,6 +134,7 @@ class HybridClassifier(IDMClassifier):
         self.hyperplane_reg = hyperplane_reg
         self.scattering_components = scattering_components
         self.temperature = temperature
+        self.network_weight = network_weight
 
     def check_params(self) -> None:
         """:meth:`IDMClassifier.check_params`, and ``rerank`` must be on."""
@@ -117,68 +151,73 @@ class HybridClassifier(IDMClassifier):
         refs = self.scattering_.fit_transform(upright)
         with progress.stage("hyperplane references"):
             self.hyperplanes_ = LocalHyperplanes(refs, self._y, len(self.classes_))
+        # Images the network cannot read are scored without it (see network_weight).
+        reads = self.network_weight > 0 and self._network_reads_these()
+        self.network_ = shipped() if reads else None
         return self
 
-    def _class_parts(
-        self, images: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The two terms of the scores, ``(n, n_classes)`` each: every class's IDM-nearest
-        candidate distance and its local-hyperplane distance (``inf`` for classes not among
-        the candidates; the hyperplane term is 0 when ``hyperplane_weight`` is 0, as it is
-        not computed then), and the IDM distances and indices of the candidates, sorted."""
+    def _network_reads_these(self) -> bool:
+        """Whether the training images are what the network reads: 28x28 digits 0-9."""
+        classes = np.asarray(self.classes_)
+        digits = classes.dtype.kind in "iu" and bool(np.isin(classes, np.arange(10)).all())
+        return digits and tuple(self.image_shape_) == (28, 28)
+
+    def _class_parts(self, images: np.ndarray) -> ScoreParts:
+        """What the class scores are made of (see :class:`ScoreParts`), batch by batch."""
         n_classes = len(self.classes_)
         parts = []
         for start in range(0, len(images), self.batch_size):
+            batch = images[start : start + self.batch_size]
             # Deskewed once for both distances.
-            upright = self._upright(images[start : start + self.batch_size])
+            upright = self._upright(batch)
             dist, idx = self._kneighbors_upright(upright, self.n_candidates)
             nearest = nearest_of_each_class(dist, self._y[idx], n_classes)
+            among = np.isfinite(nearest)
             if self.hyperplane_weight > 0:
                 hull = self.hyperplanes_.distances(
                     self.scattering_.transform(upright),
                     self.hyperplane_k,
                     self.hyperplane_reg,
-                    np.isfinite(nearest),
+                    among,
                 )
             else:
-                hull = np.where(np.isfinite(nearest), 0.0, np.inf)
-            parts.append((nearest, hull, dist, idx))
+                hull = np.where(among, 0.0, np.inf)
+            if self.network_ is not None:
+                proba = self.network_.predict_proba(batch)[:, self.classes_.astype(np.int64)]
+                network = -np.log(np.clip(proba, MIN_NETWORK_PROBABILITY, 1.0))
+                network = np.where(among, network, np.inf)
+            else:
+                network = np.where(among, 0.0, np.inf)
+            parts.append((nearest, hull, network, dist, idx))
         if not parts:
             empty = np.empty((0, self.n_candidates))
             none = np.empty((0, n_classes))
-            return none, none, empty, empty.astype(np.int64)
-        return tuple(np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+            return ScoreParts(none, none, none, empty, empty.astype(np.int64))
+        return ScoreParts(*(np.concatenate(arrays) for arrays in zip(*parts, strict=True)))
 
     def _class_scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(n, n_classes)`` scores, lower is better (``inf`` for classes not among the
         candidates), and the IDM distances and indices of the candidates, sorted."""
-        nearest, hull, dist, idx = self._class_parts(images)
-        return self.combine(nearest, hull), dist, idx
+        parts = self._class_parts(images)
+        return self.combine(parts), parts.distances, parts.indices
 
-    def combine(
-        self,
-        idm_nearest: np.ndarray,
-        hyperplane: np.ndarray,
-        hyperplane_weight: float | None = None,
-    ) -> np.ndarray:
-        """The class scores from their two terms (see :meth:`score_parts`), with this
-        model's ``hyperplane_weight`` or the one given; ``inf`` for classes not among the
-        candidates."""
+    def combine(self, parts: ScoreParts, hyperplane_weight: float | None = None) -> np.ndarray:
+        """The class scores from their terms, with this model's ``hyperplane_weight`` or the
+        one given; ``inf`` for classes not among the candidates."""
         weight = self.hyperplane_weight if hyperplane_weight is None else hyperplane_weight
         with np.errstate(invalid="ignore"):  # 0 * inf for classes not among the candidates
-            scores = idm_nearest + weight * hyperplane
-        return np.where(np.isfinite(idm_nearest), scores, np.inf)
+            scores = (
+                parts.idm_nearest
+                + weight * parts.hyperplane
+                + self.network_weight * parts.network
+            )
+        return np.where(np.isfinite(parts.idm_nearest), scores, np.inf)
 
-    def score_parts(
-        self, X: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """What the answer is made of, from one search: ``(proba, idm_nearest, hyperplane,
-        distances, indices)``: :meth:`predict_proba`; each class's IDM distance to its
-        nearest candidate and its local-hyperplane distance, ``(n, n_classes)``, ``inf`` for
-        classes not among the candidates (:meth:`combine` makes them the class scores); and
-        the ``n_candidates`` IDM-nearest training images, ``(n, n_candidates)``, sorted."""
-        nearest, hull, dist, idx = self._class_parts(self._query_images(X))
-        return softmin(self.combine(nearest, hull), self.temperature), nearest, hull, dist, idx
+    def score_parts(self, X: np.ndarray) -> tuple[np.ndarray, ScoreParts]:
+        """What the answer is made of, from one search: :meth:`predict_proba`, and the
+        terms of the class scores with the candidates (:class:`ScoreParts`)."""
+        parts = self._class_parts(self._query_images(X))
+        return softmin(self.combine(parts), self.temperature), parts
 
     def class_scores(self, X: np.ndarray) -> np.ndarray:
         """``(n, n_classes)`` scores, lower is better: each class's IDM-nearest candidate
@@ -233,6 +272,10 @@ class HybridClassifier(IDMClassifier):
         arrays |= {f"scattering_{key}": value for key, value in scat_arrays.items()}
         # Saved rather than recomputed on load: scattering 60,000 images takes minutes.
         arrays["scattering_refs"] = self.hyperplanes_.references()
+        if self.network_ is not None:
+            # The network itself, not a reference to the shipped file: a model answers the
+            # same after an upgrade that ships another network.
+            arrays["network_onnx"] = np.frombuffer(self.network_.data, np.uint8)
         return state, arrays
 
     def import_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
@@ -251,5 +294,11 @@ class HybridClassifier(IDMClassifier):
         n_dims = len(scattering.mean_ if scattering.components_ is None else scattering.components_)
         if refs.shape != (len(self._y), n_dims):
             raise ModelFileError("HybridClassifier state: scattering features do not match")
+        reads = self.network_weight > 0 and self._network_reads_these()
+        if ("network_onnx" in arrays) != reads:
+            raise ModelFileError("HybridClassifier state: network and network_weight disagree")
+        self.network_ = None
+        if reads:
+            self.network_ = OnnxNetwork(np.asarray(arrays["network_onnx"], np.uint8).tobytes())
         self.scattering_ = scattering
         self.hyperplanes_ = LocalHyperplanes(refs, self._y, len(self.classes_))

@@ -42,6 +42,7 @@ CAPS = {
     "p": MAX_CLASSES * (MAX_CLASSES - 1) // 2,  # class pairs
     "q": MAX_CLASSES * (MAX_CLASSES - 1) // 2,  # probability calibration: 0 or p
     "any": 64_000_000,  # one dimension of a network weight
+    "o": 20_000_000,  # bytes of an ONNX network (digitrec.nets.onnx_network.MAX_BYTES)
 }
 
 
@@ -115,6 +116,8 @@ _HYBRID = {
     "scattering_scale": ArraySpec("f", ("s",)),
     "scattering_components": ArraySpec("f", ("m", "s"), required=False),
     "scattering_refs": ArraySpec("f", ("n", "m|s")),
+    # The network asked for a second opinion (network_weight > 0), as ONNX bytes.
+    "network_onnx": ArraySpec("u", ("o",), required=False),
 }
 
 # None: the kind's array names come from its network (checked when the network is built);

@@ -111,7 +111,12 @@ class ClassOut(BaseModel):
     nearest: ReferenceOut | None = Field(description="its nearest reference")
     vote: float | None = Field(description="its share of the vote (kNN models)")
     hyperplane: float | None = Field(description="knn-idm-hknn: its hyperplane distance")
-    score: float | None = Field(description="knn-idm-hknn: IDM + weight x hyperplane; lowest wins")
+    network: float | None = Field(
+        None, description="knn-idm-hknn: the shipped network's probability of this class"
+    )
+    score: float | None = Field(
+        description="knn-idm-hknn: IDM + weight x hyperplane + weight x -log network; lowest wins"
+    )
 
 
 class ExplanationOut(BaseModel):

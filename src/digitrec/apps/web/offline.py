@@ -5,8 +5,9 @@
   its cache is named for the package version and the on-device model, so a new release or
   model replaces the old copies;
 - ``/model.onnx`` and ``/model.json``: the on-device model the page uses when the server
-  cannot be reached (a ``cnn-robust`` exported by :mod:`digitrec.nets.export`, shipped in the
-  package, see ``static/ondevice/model.json`` for how it was made);
+  cannot be reached: the ``cnn-robust`` network digitrec ships
+  (:data:`digitrec.nets.onnx_network.SHIPPED_DIRECTORY`; its ``model.json`` says how it was
+  made), which the server's default model also asks for a second opinion;
 - onnxruntime-web's WebAssembly file, kept gzipped in the package and sent as such;
 - ``/docs``: Swagger UI from a vendored copy (``static/vendor``), not a CDN.
 """
@@ -24,9 +25,10 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from digitrec import __version__
+from digitrec.nets.onnx_network import SHIPPED_DIRECTORY
 
 STATIC = Path(__file__).parent / "static"
-ON_DEVICE = STATIC / "ondevice"
+ON_DEVICE = Path(str(SHIPPED_DIRECTORY))
 ORT = STATIC / "vendor" / "onnxruntime-web"
 WASM_NAME = "ort-wasm-simd-threaded.wasm"
 SWAGGER = "/static/vendor/swagger-ui"

@@ -459,11 +459,12 @@ function whyPanel(why) {
     body.push(
       el("p", { class: "why-head", text: "Best classes, lowest score first; each with its nearest training image:" }),
       referenceList(
-        why.classes.map((c) => ({ ...c.nearest, hyperplane: c.hyperplane, score: c.score })),
+        why.classes.map((c) => ({ ...c.nearest, hyperplane: c.hyperplane, network: c.network, score: c.score })),
         (r) => [
           `score ${distance(r.score)}`,
           `IDM distance ${distance(r.distance)}`,
           `hyperplane distance ${distance(r.hyperplane)}`,
+          ...(r.network == null ? [] : [`network ${percent(r.network)}`]),
         ],
         "neighbors rows",
       ),
