@@ -206,23 +206,3 @@ def test_touching_digits_on_a_page_are_cut_where_the_pieces_read_best(model):
     reading = read_page(model, page, layout="table")
     assert reading.grid() == [["00", "0"], ["00", "0"]]
 
-
-def test_two_numbers_of_one_line_in_one_table_column_are_flagged(model):
-    page = np.full((360, 700), 255, np.uint8)
-    for top in (40, 140, 240):
-        for left in (400, 445):
-            _ring(page, left, top, 36)
-        # The first column holds four-digit numbers, except on the middle line, where two
-        # numbers a digit height apart stand under them (one number parted at a lost mark).
-        lefts = (60, 180, 225) if top == 140 else (60, 105, 150, 195)
-        for left in lefts:
-            _ring(page, left, top, 36)
-    reading = read_page(model, page, layout="table")
-    assert [[len(f.digits) for f in line] for line in reading.lines] == [
-        [4, 2],
-        [1, 2, 2],
-        [4, 2],
-    ]
-    split = [["same column" in (f.diagnosis or "") for f in line] for line in reading.lines]
-    assert split == [[False, False], [True, True, False], [False, False]]
-    assert all(f.needs_review for f in reading.lines[1][:2])

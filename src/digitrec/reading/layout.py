@@ -748,9 +748,7 @@ def split_at_columns(layout: Layout) -> Layout:
         [[layout.deskewed_x(line.items[i].box) for i in members] for members in line.fields]
         for line in layout.lines
     ]
-    counts = [len(line.fields) for line in layout.lines]
-    # The most common count of fields; between equally common ones, the larger.
-    usual = max(set(counts), key=lambda n: (counts.count(n), n), default=0)
+    usual = usual_count([len(line.fields) for line in layout.lines])
     lines = []
     for index, line in enumerate(layout.lines):
         others = [
@@ -778,6 +776,12 @@ def split_at_columns(layout: Layout) -> Layout:
             line = LineLayout(line.ink, line.items, fields, line.frame, line.marks, line.crossed)
         lines.append(line)
     return Layout(lines, layout.scale, layout.slant, layout.diagnosis)
+
+
+def usual_count(counts: list[int]) -> int:
+    """The most common of a table's lines' counts of fields; between equally common
+    ones, the larger (0 for no lines)."""
+    return max(set(counts), key=lambda n: (counts.count(n), n), default=0)
 
 
 def _column_split(

@@ -92,10 +92,6 @@ def read_page(
         for line, line_columns in zip(lines, columns(read), strict=True):
             for f, column in zip(line, line_columns, strict=True):
                 f.column = column
-                if line_columns.count(column) > 1:
-                    # A table holds one number per line and column: two in one column are
-                    # most often one number parted at a lost point, comma or digit.
-                    _flag(f, "another number of its line in the same column: one number split?")
     digits = [d for line in lines for f in line for d in f.digits]
     return Reading(digits, lines=lines)
 
