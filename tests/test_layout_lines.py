@@ -240,3 +240,21 @@ def test_a_list_line_is_not_split_where_fewer_than_two_other_lines_part():
     for left in (96, 150, 204, 258):
         _digit(page, left, 160)
     assert _fields_of(page) == [[2, 2], [4]]
+
+
+def test_a_point_sitting_on_a_digit_of_the_touching_line_below_is_parted_from_it():
+    page = _page()
+    top, pitch = 60, DIGIT + 8  # lines written close
+    for left in (100, 140, 220, 260):
+        _digit(page, left, top)
+    for left in (100, 140, 180, 260):
+        _digit(page, left, top + pitch)
+    # The upper line's point, on its baseline between its numbers' digits, rests on the
+    # top of a digit below: the two are one mark reaching a quarter of a digit above the
+    # lower line (its own digits differ in height by less).
+    cv2.circle(page, (197, top + DIGIT - 4), 6, 0, -1)
+    cv2.line(page, (197, top + DIGIT), (197, top + pitch + 2), 0, 3)
+    layout = find_layout(page)
+    upper, lower = layout.lines
+    assert _items(upper) == ["digit", "digit", ".", "digit", "digit"]
+    assert _items(lower) == ["digit"] * 4

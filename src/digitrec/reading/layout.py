@@ -80,6 +80,10 @@ _SINGLES = 0.25
 _HANGING = 0.4
 # A digit whose top is this share of a digit above its line's top reaches out of it.
 _REACH = 0.25
+# A digit-sized mark reaching this share of its line's digit height above the line's top
+# (more than one line's digits differ in height), into the lower half of the line above,
+# holds a point or comma of that line: where commas sit.
+_HUNG = 0.15
 # Two marks are on one line when their heights overlap by this share of the smaller.
 _SAME_LINE = 0.5
 # A cut between touching lines bends up to this share of the digit height from straight.
@@ -377,7 +381,7 @@ def _hanging_onto(found: _Marks, band: _Band, above: LineFrame, cut: float) -> l
         for index in band.sized
         if above.top + 0.5 * above.height
         <= found.top[index]
-        < min(cut, frame.top - _REACH * frame.height)
+        < min(cut, frame.top - _HUNG * frame.height)
     ]
 
 
