@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from digitrec.reading import marks
-from digitrec.reading.layout import find_layout
+from digitrec.reading.layout import find_layout, split_at_columns
 from digitrec.reading.marks import LineFrame
 
 DIGIT = 60  # a digit's height in pixels
@@ -188,3 +188,73 @@ def test_marks_that_share_no_one_height_are_laid_out_without_a_numerical_warning
         layout = find_layout(page)
     assert layout.diagnosis is None
     assert layout.lines
+
+
+def test_lines_a_pitch_apart_are_parted_when_only_every_third_has_a_digit_alone():
+    page = _page(520)
+    top, pitch = 40, DIGIT + 6
+    # Six touching lines; digits stand alone only on lines 0 and 3, so the lines found
+    # from single digits are three pitches apart, and every other mark is two digits of
+    # touching lines joined: their height (a digit plus one pitch) measures the pitch.
+    columns = {
+        100: [[0], [1, 2], [3], [4, 5]],
+        200: [[0], [1, 2], [3], [4, 5]],
+        300: [[0, 1], [2, 3], [4, 5]],
+        400: [[0, 1], [2, 3], [4, 5]],
+    }
+    for left, marks_of_column in columns.items():
+        middle = left + WIDTH // 2
+        for rows in marks_of_column:
+            for row in rows:
+                _digit(page, left, top + row * pitch)
+            for row in rows[:-1]:
+                upper = top + row * pitch
+                cv2.line(page, (middle, upper + DIGIT - 4), (middle, upper + pitch + 4), 0, STROKE)
+    layout = find_layout(page)
+    assert [_items(line) for line in layout.lines] == [["digit"] * 4] * 6
+
+
+def _fields_of(page: np.ndarray) -> list[list[int]]:
+    layout = split_at_columns(find_layout(page))
+    return [[len(field) for field in line.fields] for line in layout.lines]
+
+
+def test_a_table_line_written_larger_is_split_where_the_other_lines_columns_part():
+    page = _page(420, 700)
+    # Two right-aligned columns of two-digit numbers a digit height apart; the last line
+    # is written wider, bringing its two numbers within a third of a digit of each other
+    # (closer than numbers are parted elsewhere), yet the gap lies where the others part.
+    for row in range(3):
+        for left in (100, 140, 240, 280):
+            _digit(page, left, 40 + row * 90)
+    for left in (96, 136, 176, 240, 280, 320):
+        _digit(page, left, 310)
+    assert _fields_of(page) == [[2, 2], [2, 2], [2, 2], [3, 3]]
+
+
+def test_a_list_line_is_not_split_where_fewer_than_two_other_lines_part():
+    page = _page(300, 700)
+    for left in (100, 140, 240, 280):
+        _digit(page, left, 40)
+    # A wide number under the two of the line above, its digits a third of a digit apart.
+    for left in (96, 150, 204, 258):
+        _digit(page, left, 160)
+    assert _fields_of(page) == [[2, 2], [4]]
+
+
+def test_a_point_sitting_on_a_digit_of_the_touching_line_below_is_parted_from_it():
+    page = _page()
+    top, pitch = 60, DIGIT + 8  # lines written close
+    for left in (100, 140, 220, 260):
+        _digit(page, left, top)
+    for left in (100, 140, 180, 260):
+        _digit(page, left, top + pitch)
+    # The upper line's point, on its baseline between its numbers' digits, rests on the
+    # top of a digit below: the two are one mark reaching a quarter of a digit above the
+    # lower line (its own digits differ in height by less).
+    cv2.circle(page, (197, top + DIGIT - 4), 6, 0, -1)
+    cv2.line(page, (197, top + DIGIT), (197, top + pitch + 2), 0, 3)
+    layout = find_layout(page)
+    upper, lower = layout.lines
+    assert _items(upper) == ["digit", "digit", ".", "digit", "digit"]
+    assert _items(lower) == ["digit"] * 4

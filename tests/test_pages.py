@@ -205,3 +205,4 @@ def test_touching_digits_on_a_page_are_cut_where_the_pieces_read_best(model):
         cv2.line(page, (114, top + 40), (126, top + 40), 0, 6)
     reading = read_page(model, page, layout="table")
     assert reading.grid() == [["00", "0"], ["00", "0"]]
+

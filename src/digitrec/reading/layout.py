@@ -22,7 +22,8 @@
    giving the digits until the page reader chooses by reading (:mod:`digitrec.reading.page`);
 4. fields: the line's digits and marks, left to right, broken where the gap between two
    is wide for the line's digit height (wider beside a mark; narrower before a minus);
-5. for tables, columns: fields of different lines whose deskewed x-extents overlap.
+5. for tables, columns: a field bridging two fields of other lines split where they part,
+   then fields of different lines whose deskewed x-extents overlap.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ _PITCH = (0.75, 1.3)
 _FIT = 0.08
 _SMALLEST_SPANNED = 0.3
 _CLEARLY = 0.2
+# At least this many marks spanning lines, fitted by one pitch, measure the line pitch.
+_SPANS_FOR_PITCH = 2
 # A single digit beside digits of two lines joined is at least this share as wide.
 _SINGLE_WIDTH = 0.6
 # ... and its top or bottom within this share of its height of theirs.
@@ -77,6 +80,10 @@ _SINGLES = 0.25
 _HANGING = 0.4
 # A digit whose top is this share of a digit above its line's top reaches out of it.
 _REACH = 0.25
+# A digit-sized mark reaching this share of its line's digit height above the line's top
+# (more than one line's digits differ in height), into the lower half of the line above,
+# holds a point or comma of that line: where commas sit.
+_HUNG = 0.15
 # Two marks are on one line when their heights overlap by this share of the smaller.
 _SAME_LINE = 0.5
 # A cut between touching lines bends up to this share of the digit height from straight.
@@ -91,6 +98,13 @@ _CLEAN_CUT = 2.0
 _FIELD_GAP = 0.62
 _MARK_GAP = 0.75
 _SIGN_GAP = 0.3
+# A field is split where at least this many (and half the) other lines of a table part
+# two fields it overlaps both of (see split_at_columns), at a gap at least _COLUMN_GAP of its line's
+# digit height wide (the gaps between a number's digits are mostly narrower).
+_COLUMN_SUPPORT = 2
+_COLUMN_GAP = 0.3
+# Marks after which a number goes on (before a point or comma too).
+_INSIDE = (marks.MINUS, marks.POINT, marks.COMMA)
 # A small mark overlapping other marks in x by more than this share of its width belongs
 # to them (a loose bar of a '5', the dot of a broken stroke), not beside them.
 _ISOLATED = 0.5
@@ -281,6 +295,13 @@ def _lines(found: _Marks) -> list[tuple[list[int], dict[int, np.ndarray], LineFr
     centres = sorted(band.middle for band in bands)
     pitch = float(np.median(np.diff(centres))) if len(centres) > 1 else 1.2 * typical
     pitch = float(np.clip(pitch, typical, 2.5 * typical))
+    if len(spanning) >= _SPANS_FOR_PITCH:
+        # Bands found only every few lines (most digits joined to the next line's) are
+        # further apart than one pitch; the spanning marks' heights, each the digit height
+        # plus whole pitches, measure the pitch itself.
+        explained, fitted = _explained(height[spanning], typical, _FIT * typical)
+        if explained >= _SPANS_FOR_PITCH and fitted < pitch:
+            pitch = fitted
     for index in sorted(spanning, key=lambda i: height[i]):
         # Lines whose digits all touch the lines above or below found no band of their
         # own: the mark's height says how many lines it spans.
@@ -360,7 +381,7 @@ def _hanging_onto(found: _Marks, band: _Band, above: LineFrame, cut: float) -> l
         for index in band.sized
         if above.top + 0.5 * above.height
         <= found.top[index]
-        < min(cut, frame.top - _REACH * frame.height)
+        < min(cut, frame.top - _HUNG * frame.height)
     ]
 
 
@@ -718,6 +739,89 @@ def _field_gap(left: Item | None, right: Item) -> float:
     if left.kind == right.kind == "digit":
         return _FIELD_GAP
     return _MARK_GAP
+
+
+def split_at_columns(layout: Layout) -> Layout:
+    """The layout with a field that bridges two fields of other lines (a table's columns)
+    split between its items where those lines' numbers part, in a line with fewer fields
+    than most lines have, when most other lines part there. People write a table's
+    columns apart, yet a line written larger or a column written wider can bring two
+    numbers of one line closer than the gap that parts numbers elsewhere; the other lines
+    show where the column edge is, whichever way the columns are aligned."""
+    extents = [
+        [[layout.deskewed_x(line.items[i].box) for i in members] for members in line.fields]
+        for line in layout.lines
+    ]
+    usual = usual_count([len(line.fields) for line in layout.lines])
+    lines = []
+    for index, line in enumerate(layout.lines):
+        others = [
+            [(min(a for a, _ in spans), max(b for _, b in spans)) for spans in other_fields]
+            for other, other_fields in enumerate(extents)
+            if other != index
+        ]
+        needed = max(_COLUMN_SUPPORT, (len(others) + 1) // 2)
+        while len(line.fields) < usual:
+            split = _column_split(line, extents[index], others, needed)
+            if split is None:
+                break
+            field_index, cut = split
+            fields, spans = list(line.fields), extents[index]
+            fields[field_index : field_index + 1] = [
+                fields[field_index][:cut],
+                fields[field_index][cut:],
+            ]
+            extents[index] = [
+                *spans[:field_index],
+                spans[field_index][:cut],
+                spans[field_index][cut:],
+                *spans[field_index + 1 :],
+            ]
+            line = LineLayout(line.ink, line.items, fields, line.frame, line.marks, line.crossed)
+        lines.append(line)
+    return Layout(lines, layout.scale, layout.slant, layout.diagnosis)
+
+
+def usual_count(counts: list[int]) -> int:
+    """The most common of a table's lines' counts of fields; between equally common
+    ones, the larger (0 for no lines)."""
+    return max(set(counts), key=lambda n: (counts.count(n), n), default=0)
+
+
+def _column_split(
+    line: LineLayout,
+    extents: list[list[tuple[float, float]]],
+    others: list[list[tuple[float, float]]],
+    needed: int,
+) -> tuple[int, int] | None:
+    """Which field of ``line`` to split and before which of its items (see
+    :func:`split_at_columns`): a gap between items at least _COLUMN_GAP digit heights
+    wide, not beside a point, comma or minus (those stand inside a number), where at
+    least ``needed`` other lines part two fields that the field overlaps both of; the
+    most such lines, then the widest gap. None if there is no such gap."""
+    best, best_key = None, (needed, 0.0)
+    digit = line.frame.height
+    for field_index, (members, spans) in enumerate(zip(line.fields, extents, strict=True)):
+        start, end = min(a for a, _ in spans), max(b for _, b in spans)
+        for cut in range(1, len(spans)):
+            before, after = line.items[members[cut - 1]].kind, line.items[members[cut]].kind
+            if before in _INSIDE or after in (marks.POINT, marks.COMMA):
+                continue
+            left_end = max(b for _, b in spans[:cut])
+            right_start = min(a for a, _ in spans[cut:])
+            gap = right_start - left_end
+            if gap < _COLUMN_GAP * digit:
+                continue
+            support = sum(
+                any(
+                    start < first[1] < right_start and left_end < second[0] < end
+                    for first, second in zip(other_fields, other_fields[1:], strict=False)
+                )
+                for other_fields in others
+            )
+            if support >= needed and (support, gap) > best_key:
+                best, best_key = (field_index, cut), (support, gap)
+    return best
 
 
 def columns(layout: Layout) -> list[list[int]]:

@@ -19,6 +19,7 @@ from digitrec.reading.layout import (
     columns,
     find_layout,
     original_box,
+    split_at_columns,
 )
 from digitrec.reading.recognize import (
     DigitReading,
@@ -79,10 +80,16 @@ def read_page(
     found = find_layout(image)
     if found.diagnosis:
         return Reading(diagnosis=found.diagnosis)
-    lines = _read_lines(model, found, image.shape, min_confidence, explain, model_context)
+    read, read_digits = _read_lines(model, found, image.shape, explain, model_context)
+    if layout == "table":
+        read = split_at_columns(read)
+    lines = [
+        _line_fields(read, line, image.shape, min_confidence, read_digits)
+        for line in read.lines
+    ]
     _flag_wide_digits([f for line in lines for f in line])
     if layout == "table":
-        for line, line_columns in zip(lines, columns(found), strict=True):
+        for line, line_columns in zip(lines, columns(read), strict=True):
             for f, column in zip(line, line_columns, strict=True):
                 f.column = column
     digits = [d for line in lines for f in line for d in f.digits]
@@ -93,17 +100,17 @@ def _read_lines(
     model: Model,
     found: Layout,
     shape: tuple[int, ...],
-    min_confidence: float,
     explain: bool,
     model_context: Callable[[], contextlib.AbstractContextManager],
-) -> list[list[Field]]:
-    """The fields of every line, their digits cut and read as a single number's are
+) -> tuple[Layout, dict[int, DigitReading]]:
+    """The layout with every line's digits cut and read as a single number's are
     (:mod:`digitrec.reading.cuts`): every line's candidate digits read in two model calls
-    at most, and each line's cuts chosen by that reading."""
+    at most, and each line's cuts chosen by that reading; and the digits' readings, keyed
+    by the id of their items."""
     candidates = [_line_candidates(found, line, shape) for line in found.lines]
     read, explained = candidate_reader(model, explain, model_context)
     read_candidates(read, candidates)
-    lines = []
+    lines, read_digits = [], {}
     for line, found_line in zip(found.lines, candidates, strict=True):
         chosen = found_line.chosen()
         lattice = found_line.lattice
@@ -111,9 +118,9 @@ def _read_lines(
         pieces = [order[position] for position in chosen]
         line, digit_items = line.with_digits([(lattice.masks[i], lattice.boxes[i]) for i in pieces])
         readings = chosen_digits(found_line, chosen, model.classes, explained)
-        read_digits = dict(zip(map(id, digit_items), readings, strict=True))
-        lines.append(_line_fields(found, line, shape, min_confidence, read_digits))
-    return lines
+        read_digits.update(zip(map(id, digit_items), readings, strict=True))
+        lines.append(line)
+    return Layout(lines, found.scale, found.slant), read_digits
 
 
 def _line_candidates(found: Layout, line: LineLayout, shape: tuple[int, ...]) -> Candidates:
