@@ -159,13 +159,12 @@ def test_a_line_whose_digits_all_touch_the_lines_around_it_is_found():
     assert [_items(line) for line in layout.lines] == [["digit"] * 4, ["digit"] * 3, ["digit"] * 4]
 
 
-def test_lines_whose_digits_all_join_other_lines_are_found_from_the_joined_heights():
-    page = _page(520)
-    top, pitch = 40, DIGIT + 10
-    # Six lines, no digit alone: each mark is two or three digits of touching lines
-    # joined, so its height is one digit height plus one or two line pitches.
-    pairs, triples = [[0, 1], [2, 3], [4, 5]], [[0, 1, 2], [3, 4, 5]]
-    for left, marks_of_column in ((100, pairs), (200, triples), (300, pairs), (400, triples)):
+def _draw_joined_columns(
+    page: np.ndarray, columns: dict[int, list[list[int]]], top: int, pitch: int
+) -> None:
+    """Digits of touching lines: at each column's left edge, each mark is the digits of
+    its lines (rows), joined by a vertical stroke from each to the next."""
+    for left, marks_of_column in columns.items():
         middle = left + WIDTH // 2
         for rows in marks_of_column:
             for row in rows:
@@ -173,6 +172,16 @@ def test_lines_whose_digits_all_join_other_lines_are_found_from_the_joined_heigh
             for row in rows[:-1]:
                 upper = top + row * pitch
                 cv2.line(page, (middle, upper + DIGIT - 4), (middle, upper + pitch + 4), 0, STROKE)
+
+
+def test_lines_whose_digits_all_join_other_lines_are_found_from_the_joined_heights():
+    page = _page(520)
+    top, pitch = 40, DIGIT + 10
+    # Six lines, no digit alone: each mark is two or three digits of touching lines
+    # joined, so its height is one digit height plus one or two line pitches.
+    pairs, triples = [[0, 1], [2, 3], [4, 5]], [[0, 1, 2], [3, 4, 5]]
+    columns = {100: pairs, 200: triples, 300: pairs, 400: triples}
+    _draw_joined_columns(page, columns, top, pitch)
     layout = find_layout(page)
     assert [_items(line) for line in layout.lines] == [["digit"] * 4] * 6
 
@@ -202,14 +211,7 @@ def test_lines_a_pitch_apart_are_parted_when_only_every_third_has_a_digit_alone(
         300: [[0, 1], [2, 3], [4, 5]],
         400: [[0, 1], [2, 3], [4, 5]],
     }
-    for left, marks_of_column in columns.items():
-        middle = left + WIDTH // 2
-        for rows in marks_of_column:
-            for row in rows:
-                _digit(page, left, top + row * pitch)
-            for row in rows[:-1]:
-                upper = top + row * pitch
-                cv2.line(page, (middle, upper + DIGIT - 4), (middle, upper + pitch + 4), 0, STROKE)
+    _draw_joined_columns(page, columns, top, pitch)
     layout = find_layout(page)
     assert [_items(line) for line in layout.lines] == [["digit"] * 4] * 6
 
