@@ -752,7 +752,7 @@ def split_at_columns(layout: Layout) -> Layout:
         [[layout.deskewed_x(line.items[i].box) for i in members] for members in line.fields]
         for line in layout.lines
     ]
-    usual = usual_count([len(line.fields) for line in layout.lines])
+    usual = _usual_count([len(line.fields) for line in layout.lines])
     lines = []
     for index, line in enumerate(layout.lines):
         others = [
@@ -782,7 +782,7 @@ def split_at_columns(layout: Layout) -> Layout:
     return Layout(lines, layout.scale, layout.slant, layout.diagnosis)
 
 
-def usual_count(counts: list[int]) -> int:
+def _usual_count(counts: list[int]) -> int:
     """The most common of a table's lines' counts of fields; between equally common
     ones, the larger (0 for no lines)."""
     return max(set(counts), key=lambda n: (counts.count(n), n), default=0)
