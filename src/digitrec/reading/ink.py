@@ -1,8 +1,9 @@
 """Finding the ink in a photo or a drawing.
 
-:func:`find_ink` decides which way round the ink is, thresholds against an estimated
-background (so shadows and uneven light do not turn into ink), drops specks and soft-edged
-shadows, and returns the marks as connected components at a working scale, with each
+:func:`find_ink` paints over the table around a photographed sheet
+(:mod:`digitrec.reading.sheet`), decides which way round the ink is, thresholds against an
+estimated background (so shadows and uneven light do not turn into ink), drops specks and
+soft-edged shadows, and returns the marks as connected components at a working scale, with each
 stroke's core (ink proper, not a blurred stroke's halo). The small mask helpers at the end
 are shared by :mod:`digitrec.reading.segment` and :mod:`digitrec.reading.framing`.
 """
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+
+from digitrec.reading.sheet import without_surroundings
 
 NO_INK = "no ink found"
 # Analysis happens on a copy whose longer side is within these bounds: big photos are
@@ -81,7 +84,7 @@ def find_ink(image: np.ndarray) -> Ink | None:
     is no ink."""
     if image.size == 0:
         return None
-    work, scale = _working_copy(image)
+    work, scale = _working_copy(without_surroundings(image))
     look = _first_look(work)
     if look is None:
         return None
