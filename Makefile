@@ -75,10 +75,11 @@ system-packages:
 	@APT_LOCK_TIMEOUT=$(APT_LOCK_TIMEOUT) .ci/system-packages $(APT_PACKAGES)
 
 # Rebuilds the network digitrec ships (nets/ondevice: the web app's on-device model and the
-# default model's second opinion): cnn-robust on full MNIST, exported to ONNX. Deterministic for its seeds and one torch thread; takes 20-40 minutes.
+# default model's second opinion): cnn-robust on mnist+unipen (MNIST, the UNIPEN tuning
+# writers' digits, slashed and flagged MNIST copies), exported to ONNX. Deterministic for its seeds and one torch thread; takes 20-40 minutes.
 ON_DEVICE := src/digitrec/nets/ondevice
 on-device-model: install-dev data
-	$(BIN)/digitrec train cnn-robust --dataset mnist -o build/on-device -p n_threads=1
+	$(BIN)/digitrec train cnn-robust --dataset mnist+unipen -o build/on-device -p n_threads=1
 	$(BIN)/digitrec export build/on-device --format onnx -o $(ON_DEVICE)/model.onnx \
 		--describe $(ON_DEVICE)/model.json
 

@@ -3,8 +3,9 @@
 digitrec ships one such network, the ``cnn-robust`` model that the web app also runs on the
 phone when it is offline (:func:`shipped`, made by ``make on-device-model``). The default
 model, ``knn-idm-hknn``, asks it for a second opinion (see :mod:`digitrec.neighbors.hybrid`):
-the network learned the shape of each digit from every MNIST image and distorted copies,
-the neighbour model compares with single references, and the two err on different digits.
+the network learned the shape of each digit from every training image (MNIST, the UNIPEN
+tuning writers' digits, slashed and flagged copies) and distorted copies, the neighbour
+model compares with single references, and the two err on different digits.
 """
 
 from __future__ import annotations
