@@ -2,8 +2,9 @@
 
 :func:`find_ink` paints over the table around a photographed sheet
 (:mod:`digitrec.reading.sheet`), decides which way round the ink is, thresholds against an
-estimated background (so shadows and uneven light do not turn into ink), drops specks and
-soft-edged shadows, and returns the marks as connected components at a working scale, with each
+estimated background (so shadows and uneven light do not turn into ink), takes out the
+lines of ruled paper (:mod:`digitrec.reading.rules`), drops specks and soft-edged shadows,
+and returns the marks as connected components at a working scale, with each
 stroke's core (ink proper, not a blurred stroke's halo). The small mask helpers at the end
 are shared by :mod:`digitrec.reading.segment` and :mod:`digitrec.reading.framing`.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from digitrec.reading.rules import printed_lines
 from digitrec.reading.sheet import without_surroundings
 
 NO_INK = "no ink found"
@@ -97,6 +99,11 @@ def find_ink(image: np.ndarray) -> Ink | None:
     if second is None:
         return None
     mask, contrast = second
+    lines = printed_lines(mask, contrast)
+    if lines is not None:
+        # Taken out of the contrast too, so that the marks they crossed have clean edges.
+        mask = np.where(lines, 0, mask).astype(np.uint8)
+        contrast = np.where(lines, 0.0, contrast).astype(np.float32)
     return _components(mask, contrast, scale, stroke_width(mask))
 
 
