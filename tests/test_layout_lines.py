@@ -55,6 +55,22 @@ def test_a_tall_comma_dipping_into_the_next_line_stays_with_its_own():
     assert _items(layout.lines[1]) == ["digit", "digit"]
 
 
+def test_a_thick_pens_comma_hanging_below_its_line_founds_no_line_of_its_own():
+    page = _page()
+    digit, pen = 50, 12
+    for top in (60, 160):
+        for left in (100, 150, 250, 300):
+            centre = (left + WIDTH // 2, top + digit // 2)
+            axes = (WIDTH // 2 - pen // 2, digit // 2 - pen // 2)
+            cv2.ellipse(page, centre, axes, 0, 0, 360, 0, pen)
+    # Half a digit tall and as wide as two of its pen's strokes: a digit's share of the
+    # line's height wide, yet no wider than a comma of that pen.
+    cv2.circle(page, (210, 110), 12, 0, -1)
+    cv2.line(page, (214, 110), (207, 126), 0, 8)
+    layout = find_layout(page)
+    assert [len(line.items) for line in layout.lines] == [5, 4]
+
+
 def test_lines_whose_digits_all_touch_take_their_height_from_the_single_digits():
     page = _page()
     top, pitch = 60, DIGIT + 6

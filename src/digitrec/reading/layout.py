@@ -44,11 +44,13 @@ _MAX_MARKS = 600
 _SLANTS = np.arange(-8.0, 8.01, 0.25)
 # A mark at least this share of the typical mark height is digit-sized and can found a
 # line; one more than _SPANNING times it may be digits of two lines touching. A mark
-# shorter than _SURELY_DIGIT of it must also be at least _NARROWEST of it wide: a comma
-# can be two thirds of a digit tall, but it is narrow ('1's are taller).
+# shorter than _SURELY_DIGIT of it must also be at least _NARROWEST of it wide, and wider
+# than _COMMA_PENS pen widths: a comma can be two thirds of a digit tall, but it is narrow
+# ('1's are taller), and a thick pen's comma no wider than its pen allows.
 _DIGIT_SIZED = 0.5
 _SURELY_DIGIT = 0.7
 _NARROWEST = 0.4
+_COMMA_PENS = 2.0
 _SPANNING = 1.45
 # Digits of two lines joined are at least this many times as tall as one (lines whose
 # digits touch are a digit's height apart; fonts whose short digits are half as tall as
@@ -238,6 +240,7 @@ class _Marks:
         self.bottom = bottom[self.ids] + 1
         self.slant = slant
         self.labels = ink.labels
+        self.stroke = ink.stroke
 
     def row_ink(self, index: int) -> tuple[int, np.ndarray]:
         """The first deskewed row of a mark and its count of ink pixels in every row."""
@@ -282,7 +285,10 @@ def _lines(found: _Marks) -> list[tuple[list[int], dict[int, np.ndarray], LineFr
         kept
         & (height >= _DIGIT_SIZED * typical)
         & (height <= _SPANNING * typical)
-        & ((height >= _SURELY_DIGIT * typical) | (width >= _NARROWEST * typical))
+        & (
+            (height >= _SURELY_DIGIT * typical)
+            | ((width >= _NARROWEST * typical) & (width > _COMMA_PENS * found.stroke))
+        )
     )
     bands: list[_Band] = []
     for index in sorted(np.flatnonzero(digit_sized), key=lambda i: -height[i]):
