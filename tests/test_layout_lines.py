@@ -10,6 +10,7 @@ import warnings
 
 import cv2
 import numpy as np
+import pytest
 
 from digitrec.reading import marks
 from digitrec.reading.layout import find_layout, split_at_columns
@@ -116,6 +117,21 @@ def test_a_round_mark_is_a_point_a_tailed_one_a_comma_and_between_them_unsure():
     assert not marks.point_or_comma_unsure(*point, frame)
     assert not marks.point_or_comma_unsure(*comma, frame)
     assert marks.point_or_comma_unsure(*between, frame)
+
+
+@pytest.mark.parametrize(("tail", "unsure"), [(16, False), (4, True)])
+def test_a_pages_commas_no_taller_than_its_points_are_unsure(tail, unsure):
+    page = _page()
+    top = 60
+    baseline = top + DIGIT
+    for left in (100, 140, 200, 240, 400, 440, 500, 540):
+        _digit(page, left, top)
+    cv2.circle(page, (187, baseline - 7), 6, 0, -1)  # a round point
+    # A narrow tick, as tall as the point or clearly taller.
+    cv2.line(page, (488, baseline - tail), (486, baseline + 4), 0, 3)
+    (line,) = find_layout(page).lines
+    found = [(item.kind, item.unsure) for item in line.items if item.kind != "digit"]
+    assert found == [(".", unsure), (",", unsure)]
 
 
 def test_a_comma_joined_to_a_digit_of_the_line_below_is_parted_from_it_and_flagged():

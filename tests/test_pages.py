@@ -168,6 +168,30 @@ def _ring(page: np.ndarray, left: int, top: int, width: int, height: int = 60) -
     cv2.ellipse(page, centre, (width // 2 - 2, height // 2 - 2), 0, 0, 360, 0, 5)
 
 
+def test_a_point_half_under_a_digit_is_flagged(model):
+    page = np.full((200, 500), 255, np.uint8)
+    for left in (60, 140, 200):
+        _ring(page, left, 60, 36)
+    # A dot on the baseline partly under the first ring, as the broken foot of a stroke is.
+    cv2.circle(page, (100, 118), 5, 0, -1)
+    (line,) = read_page(model, page).lines
+    assert [f.text for f in line] == ["0.00"]
+    assert "under a digit" in line[0].diagnosis
+
+
+def test_a_number_beside_one_starting_with_a_point_is_flagged_too(model):
+    page = np.full((200, 500), 255, np.uint8)
+    for left in (40, 85, 195, 240):
+        _ring(page, left, 60, 36)
+    # The point is far from the number before it and close to the one after: a point
+    # that belongs to the first, or one number parted at its point.
+    cv2.circle(page, (180, 115), 5, 0, -1)
+    (line,) = read_page(model, page).lines
+    assert [f.text for f in line] == ["00", ".00"]
+    assert all(f.needs_review for f in line)
+    assert "one number with the next" in line[0].diagnosis
+
+
 def test_a_digit_much_wider_than_the_others_is_flagged(model):
     page = np.full((200, 900), 255, np.uint8)
     # Three numbers of narrow digits, and one whose only "digit" is as wide as two of them

@@ -206,7 +206,30 @@ def find_layout(image: np.ndarray) -> Layout:
         return Layout(diagnosis="no digits found")
     for above, line in zip(lines, lines[1:], strict=False):
         _mark_reaching_up(line, above.frame, slant)
+    _mark_overlapping_sizes(lines)
     return Layout(lines, ink.scale, slant)
+
+
+def _mark_overlapping_sizes(lines: list[LineLayout]) -> None:
+    """Mark as unsure the commas of a page no taller (for their line's digits) than its
+    tallest point, and the points at least as tall as its shortest comma: one hand writes
+    its points smaller than its commas, so where their sizes meet, which is which is a
+    guess (tuning pages: 3 of 311 points and commas, on one page, where one was wrong)."""
+    sized = [
+        (item, (item.deskewed[1] - item.deskewed[0]) / line.frame.height)
+        for line in lines
+        for item in line.items
+        if item.kind in (marks.POINT, marks.COMMA)
+    ]
+    points = [height for item, height in sized if item.kind == marks.POINT]
+    commas = [height for item, height in sized if item.kind == marks.COMMA]
+    if not points or not commas:
+        return
+    for item, height in sized:
+        if (item.kind == marks.COMMA and height <= max(points)) or (
+            item.kind == marks.POINT and height >= min(commas)
+        ):
+            item.unsure = True
 
 
 def _mark_reaching_up(line: LineLayout, above: LineFrame, slant: float) -> None:
