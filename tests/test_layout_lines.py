@@ -72,6 +72,21 @@ def test_a_thick_pens_comma_hanging_below_its_line_founds_no_line_of_its_own():
     assert [len(line.items) for line in layout.lines] == [5, 4]
 
 
+def test_a_comma_on_its_baseline_below_the_cut_stays_with_its_line_beside_the_next_ones_digits():
+    page = _page()
+    top = 60
+    for left in (100, 140, 260, 300):
+        _digit(page, left, top)
+    for left in (160, 225):
+        _digit(page, left, top + DIGIT + 4)  # lines a few pixels apart
+    # Its dot on the upper line's baseline, its tail past the cut between the lines, and
+    # nearer the lower line's digits than the upper's.
+    _comma(page, 205, top + DIGIT, tail=0.25)
+    upper, lower = find_layout(page).lines
+    assert _items(upper) == ["digit", "digit", ",", "digit", "digit"]
+    assert _items(lower) == ["digit", "digit"]
+
+
 def test_lines_whose_digits_all_touch_take_their_height_from_the_single_digits():
     page = _page()
     top, pitch = 60, DIGIT + 6

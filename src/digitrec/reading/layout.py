@@ -80,6 +80,12 @@ _SINGLES = 0.25
 # A comma hangs up to this share of its line's digit height below the baseline; a mark
 # below the cut between two lines may belong to the one above (see _hangs_from).
 _HANGING = 0.4
+# No point, comma or minus of a line has its middle in this top share of the line's rows
+# (a minus is lower: see marks._MID); a point or comma there whose middle is within _ON_IT
+# of the line above's baseline hangs from it (tuning pages: 6 such marks of the line above
+# within 0.03 of its baseline; 9 pieces of digits of the line below further, 0.12-0.28).
+_TOP_ROWS = 0.2
+_ON_IT = 0.08
 # A digit whose top is this share of a digit above its line's top reaches out of it.
 _REACH = 0.25
 # A digit-sized mark reaching this share of its line's digit height above the line's top
@@ -371,7 +377,8 @@ def _lines(found: _Marks) -> list[tuple[list[int], dict[int, np.ndarray], LineFr
         placed.append((int(index), int(np.searchsorted(cuts, middle))))
     beside = [[*band.sized, *spans[i]] for i, band in enumerate(bands)]
     for index, line in placed:
-        if line > 0 and _hangs_from(found, frames[line - 1], beside[line - 1], beside[line], index):
+        pair = slice(line - 1, line + 1)
+        if line > 0 and _hangs_from(found, frames[pair], beside[pair], index):
             line -= 1
         bands[line].members.append(index)
     return [(band.members, spans[i], band.frame) for i, band in enumerate(bands)]
@@ -415,16 +422,25 @@ def _hanging_onto(found: _Marks, band: _Band, above: LineFrame, cut: float) -> l
 
 
 def _hangs_from(
-    found: _Marks, above: LineFrame, beside_above: list[int], beside_here: list[int], index: int
+    found: _Marks, frames: list[LineFrame], beside: list[list[int]], index: int
 ) -> bool:
-    """Whether a mark below the cut between two lines is a comma or point of the line
-    above: within that line's rows down to a comma's tail, beside its digits, and not
-    beside the digits of its own line (lines written close, a comma dips into the next)."""
+    """Whether a mark below the cut between two lines (their ``frames`` and the marks
+    ``beside`` which each has its digits) is a comma or point of the line above: within
+    that line's rows down to a comma's tail, and either a point or comma on its baseline
+    in the top rows of its own line, where none of that line's marks sits, or beside the
+    digits of the line above and not beside those of its own (lines written close, a
+    comma dips into the next)."""
+    above, here = frames
     top, bottom = float(found.top[index]), float(found.bottom[index])
-    if (top + bottom) / 2 > above.baseline + _HANGING * above.height:
+    middle = (top + bottom) / 2
+    if middle > above.baseline + _HANGING * above.height:
         return False
+    on_it = middle < above.baseline + _ON_IT * above.height
+    if on_it and middle < here.top + _TOP_ROWS * here.height:
+        width = float(found.stats[index, 2])
+        return marks.classify(top, bottom, width, above) in (marks.POINT, marks.COMMA)
     margin = 0.5 * above.height
-    return _apart(found, beside_above, index) < _apart(found, beside_here, index) - margin
+    return _apart(found, beside[0], index) < _apart(found, beside[1], index) - margin
 
 
 def _apart(found: _Marks, others: list[int], index: int) -> float:
