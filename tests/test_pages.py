@@ -192,6 +192,18 @@ def test_a_number_beside_one_starting_with_a_point_is_flagged_too(model):
     assert "one number with the next" in line[0].diagnosis
 
 
+def test_a_number_beside_a_speck_taken_for_noise_is_flagged(model):
+    page = np.full((200, 500), 255, np.uint8)
+    for left in (100, 150, 260, 310):
+        _ring(page, left, 60, 36)
+    # A dot high before the first number: no minus, point or comma, read as nothing.
+    cv2.circle(page, (80, 75), 4, 0, -1)
+    (line,) = read_page(model, page).lines
+    assert [f.text for f in line] == ["00", "00"]
+    assert "speck" in line[0].diagnosis
+    assert "speck" not in (line[1].diagnosis or "")
+
+
 def test_a_digit_much_wider_than_the_others_is_flagged(model):
     page = np.full((200, 900), 255, np.uint8)
     # Three numbers of narrow digits, and one whose only "digit" is as wide as two of them

@@ -28,7 +28,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -145,7 +145,8 @@ class LineLayout:
     ``marks`` are the marks of its digits with geometry's cuts
     (:func:`~digitrec.reading.segment.digit_marks`), whose pieces the digit items are
     until :meth:`with_digits` gives others; ``crossed`` is where a cut between this line
-    and the next crossed ink."""
+    and the next crossed ink; ``specks`` are the boxes of small marks of it taken for
+    noise (neither digits nor marks that numbers carry)."""
 
     ink: Ink
     items: list[Item]
@@ -153,6 +154,7 @@ class LineLayout:
     frame: LineFrame
     marks: list[Mark] = field(default_factory=list)
     crossed: np.ndarray | None = None
+    specks: list[Box] = field(default_factory=list)
 
     def digit(self, mask: np.ndarray, box: Box) -> Item:
         """A digit of this line: ``mask`` within ``box`` (working scale)."""
@@ -169,10 +171,7 @@ class LineLayout:
         digits = [self.digit(mask, box) for mask, box in pieces]
         items = [item for item in self.items if item.kind != "digit"] + digits
         items.sort(key=lambda item: item.box[0] + item.box[2] / 2)
-        line = LineLayout(
-            self.ink, items, _fields(items, self.frame), self.frame, self.marks, self.crossed
-        )
-        return line, digits
+        return replace(self, items=items, fields=_fields(items, self.frame)), digits
 
 
 @dataclass
@@ -612,14 +611,19 @@ def _line_layout(
     single: bool,
 ) -> LineLayout | str:
     """One line's items and fields; a diagnosis if its marks are too many for digits."""
-    mark_items, digit_indices = [], []
+    mark_items, digit_indices, specks = [], [], []
     for index in members:
         kind = _mark_kind(found, index, members, frame)
+        x, y, w, h = (int(v) for v in found.stats[index, :4])
+        if kind == marks.UNKNOWN and found.small[index]:
+            # Specks too small to be digits were never read as anything; an unknown one is
+            # noise more often than writing, yet it may be a mark the rules cannot tell.
+            specks.append((x, y, w, h))
+            continue
         if kind is None:
             if not found.small[index]:
                 digit_indices.append(index)
             continue
-        x, y, w, h = (int(v) for v in found.stats[index, :4])
         deskewed = (float(found.top[index]), float(found.bottom[index]))
         unsure = kind in (marks.POINT, marks.COMMA) and marks.point_or_comma_unsure(
             *deskewed, w, frame
@@ -644,7 +648,7 @@ def _line_layout(
                 # the end of a digit's stroke that reached into this line: unknown); a
                 # sliver smaller than a dot of the pen is no mark at all.
                 items.append(Item(kind, mark.box, deskewed=(top, top + h), unsure=True))
-    line = LineLayout(line_ink or ink, items, [], frame, kept, crossed)
+    line = LineLayout(line_ink or ink, items, [], frame, kept, crossed, specks)
     return line.with_digits([piece for mark in kept for piece in mark.pieces()])[0]
 
 
@@ -657,8 +661,7 @@ def _cut_off_mark(top: float, bottom: float, width: int, frame: LineFrame) -> st
 
 
 def _mark_kind(found: _Marks, index: int, members: list[int], frame: LineFrame) -> str | None:
-    """The mark a line member is (see :mod:`marks`), or None when it is part of a digit or
-    a speck to ignore."""
+    """The mark a line member is (see :mod:`marks`), or None when it is part of a digit."""
     x, _, w, h = (int(v) for v in found.stats[index, :4])
     top, bottom = float(found.top[index]), float(found.bottom[index])
     if not marks.is_small(top, bottom, w, frame):
@@ -671,12 +674,7 @@ def _mark_kind(found: _Marks, index: int, members: list[int], frame: LineFrame) 
         overlap = max(overlap, min(x + w, ox + ow) - max(x, ox))
     if overlap > _ISOLATED * w:
         return None
-    kind = marks.classify(top, bottom, w, frame)
-    if kind == marks.UNKNOWN and found.small[index]:
-        # Specks too small to be digits were never read as anything; an unknown one is
-        # noise more often than writing.
-        return None
-    return kind
+    return marks.classify(top, bottom, w, frame)
 
 
 def _line_ink(
@@ -822,7 +820,7 @@ def split_at_columns(layout: Layout) -> Layout:
                 spans[field_index][cut:],
                 *spans[field_index + 1 :],
             ]
-            line = LineLayout(line.ink, line.items, fields, line.frame, line.marks, line.crossed)
+            line = replace(line, fields=fields)
         lines.append(line)
     return Layout(lines, layout.scale, layout.slant, layout.diagnosis)
 
