@@ -14,6 +14,8 @@ from conftest import run_digitrec
 from PIL import Image
 
 from digitrec import models
+from digitrec.data.images import load_image
+from digitrec.reading.layout import find_layout
 from digitrec.reading.page import read_page
 from digitrec.testing import pages, synthetic
 
@@ -202,6 +204,18 @@ def test_a_number_beside_a_speck_taken_for_noise_is_flagged(model):
     assert [f.text for f in line] == ["00", "00"]
     assert "speck" in line[0].diagnosis
     assert "speck" not in (line[1].diagnosis or "")
+
+
+def test_digits_standing_alone_beside_columns_of_touching_lines_are_read():
+    # A thick-pen drawing of a table whose lines touch: most columns are marks of several
+    # lines joined, beside which a digit standing alone is small, yet a digit of its line.
+    page = pages.page(5083)
+    layout = find_layout(load_image(page.data))
+    found = [sum(item.kind == "digit" for item in line.items) for line in layout.lines]
+    written = [sum(ch.isdigit() for ch in "".join(line)) for line in page.lines]
+    assert len(found) == len(written)
+    # Lines 1 and 7: "9419 -746 -4698 -52" and "-12 508 -283 -34".
+    assert [found[1], found[7]] == [written[1], written[7]] == [13, 10]
 
 
 def test_a_digit_much_wider_than_the_others_is_flagged(model):

@@ -621,7 +621,10 @@ def _line_layout(
             specks.append((x, y, w, h))
             continue
         if kind is None:
-            if not found.small[index]:
+            # Marks small beside the page's largest (digits of touching lines joined) may
+            # be digits of their line all the same.
+            top, bottom = float(found.top[index]), float(found.bottom[index])
+            if not found.small[index] or not marks.is_small(top, bottom, w, frame):
                 digit_indices.append(index)
             continue
         deskewed = (float(found.top[index]), float(found.bottom[index]))
