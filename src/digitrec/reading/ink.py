@@ -36,8 +36,9 @@ _PROBE_SIZE = 400
 _SMALL_MARKS = 0.12
 # Marks holding more holes than this each are several digits each: no digit has more
 # than two ('8'). On the probe, 1-megapixel photos of numbers (benchmarks/serve_load.py)
-# have 0-1 a mark; the tuning pages whose columns are each one mark of touching lines 4.7
-# and 8.7, the others up to 2.5 (where their marks are small too).
+# have 0-1 a mark; the two tuning pages whose columns are each one mark of touching lines
+# 4.7 and 8.7; the other tuning pages whose pen the probe overstates up to 2.5 (their
+# marks are small, and probed twice already).
 _HOLEY = 2
 # Ink must be at least this much darker than its local background (a fraction of it).
 _MIN_CONTRAST = 0.15

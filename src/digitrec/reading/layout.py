@@ -81,9 +81,10 @@ _SINGLES = 0.25
 # below the cut between two lines may belong to the one above (see _hangs_from).
 _HANGING = 0.4
 # No point, comma or minus of a line has its middle in this top share of the line's rows
-# (a minus is lower: see marks._MID); a point or comma there whose middle is within _ON_IT
-# of the line above's baseline hangs from it (tuning pages: 6 such marks of the line above
-# within 0.03 of its baseline; 9 pieces of digits of the line below further, 0.12-0.28).
+# (a minus is lower: see marks._MID); a point or comma there whose middle is under _ON_IT
+# digits below the line above's baseline hangs from it (tuning pages: 6 points and commas of
+# the line above, from 0.09 above its baseline to 0.03 below; 9 pieces of digits of the line
+# below, 0.12-0.28 below it).
 _TOP_ROWS = 0.2
 _ON_IT = 0.08
 # A digit whose top is this share of a digit above its line's top reaches out of it.
