@@ -10,6 +10,7 @@ import warnings
 
 import cv2
 import numpy as np
+import pytest
 
 from digitrec.reading import marks
 from digitrec.reading.layout import find_layout, split_at_columns
@@ -53,6 +54,37 @@ def test_a_tall_comma_dipping_into_the_next_line_stays_with_its_own():
     assert len(layout.lines) == 2
     assert _items(layout.lines[0]) == ["digit", "digit", ",", "digit", "digit", "digit"]
     assert _items(layout.lines[1]) == ["digit", "digit"]
+
+
+def test_a_thick_pens_comma_hanging_below_its_line_founds_no_line_of_its_own():
+    page = _page()
+    digit, pen = 50, 12
+    for top in (60, 160):
+        for left in (100, 150, 250, 300):
+            centre = (left + WIDTH // 2, top + digit // 2)
+            axes = (WIDTH // 2 - pen // 2, digit // 2 - pen // 2)
+            cv2.ellipse(page, centre, axes, 0, 0, 360, 0, pen)
+    # Half a digit tall and as wide as two of its pen's strokes: a digit's share of the
+    # line's height wide, yet no wider than a comma of that pen.
+    cv2.circle(page, (210, 110), 12, 0, -1)
+    cv2.line(page, (214, 110), (207, 126), 0, 8)
+    layout = find_layout(page)
+    assert [len(line.items) for line in layout.lines] == [5, 4]
+
+
+def test_a_comma_on_its_baseline_below_the_cut_stays_with_its_line_beside_the_next_ones_digits():
+    page = _page()
+    top = 60
+    for left in (100, 140, 260, 300):
+        _digit(page, left, top)
+    for left in (160, 225):
+        _digit(page, left, top + DIGIT + 4)  # lines a few pixels apart
+    # Its dot on the upper line's baseline, its tail past the cut between the lines, and
+    # nearer the lower line's digits than the upper's.
+    _comma(page, 205, top + DIGIT, tail=0.25)
+    upper, lower = find_layout(page).lines
+    assert _items(upper) == ["digit", "digit", ",", "digit", "digit"]
+    assert _items(lower) == ["digit", "digit"]
 
 
 def test_lines_whose_digits_all_touch_take_their_height_from_the_single_digits():
@@ -100,6 +132,21 @@ def test_a_round_mark_is_a_point_a_tailed_one_a_comma_and_between_them_unsure():
     assert not marks.point_or_comma_unsure(*point, frame)
     assert not marks.point_or_comma_unsure(*comma, frame)
     assert marks.point_or_comma_unsure(*between, frame)
+
+
+@pytest.mark.parametrize(("tail", "unsure"), [(16, False), (4, True)])
+def test_a_pages_commas_no_taller_than_its_points_are_unsure(tail, unsure):
+    page = _page()
+    top = 60
+    baseline = top + DIGIT
+    for left in (100, 140, 200, 240, 400, 440, 500, 540):
+        _digit(page, left, top)
+    cv2.circle(page, (187, baseline - 7), 6, 0, -1)  # a round point
+    # A narrow tick, as tall as the point or clearly taller.
+    cv2.line(page, (488, baseline - tail), (486, baseline + 4), 0, 3)
+    (line,) = find_layout(page).lines
+    found = [(item.kind, item.unsure) for item in line.items if item.kind != "digit"]
+    assert found == [(".", unsure), (",", unsure)]
 
 
 def test_a_comma_joined_to_a_digit_of_the_line_below_is_parted_from_it_and_flagged():

@@ -14,6 +14,8 @@ from conftest import run_digitrec
 from PIL import Image
 
 from digitrec import models
+from digitrec.data.images import load_image
+from digitrec.reading.layout import find_layout
 from digitrec.reading.page import read_page
 from digitrec.testing import pages, synthetic
 
@@ -166,6 +168,54 @@ def _ring(page: np.ndarray, left: int, top: int, width: int, height: int = 60) -
     """A '0'-like ring: a digit shape any model reads as something."""
     centre = (left + width // 2, top + height // 2)
     cv2.ellipse(page, centre, (width // 2 - 2, height // 2 - 2), 0, 0, 360, 0, 5)
+
+
+def test_a_point_half_under_a_digit_is_flagged(model):
+    page = np.full((200, 500), 255, np.uint8)
+    for left in (60, 140, 200):
+        _ring(page, left, 60, 36)
+    # A dot on the baseline partly under the first ring, as the broken foot of a stroke is.
+    cv2.circle(page, (100, 118), 5, 0, -1)
+    (line,) = read_page(model, page).lines
+    assert [f.text for f in line] == ["0.00"]
+    assert "under a digit" in line[0].diagnosis
+
+
+def test_a_number_beside_one_starting_with_a_point_is_flagged_too(model):
+    page = np.full((200, 500), 255, np.uint8)
+    for left in (40, 85, 195, 240):
+        _ring(page, left, 60, 36)
+    # The point is far from the number before it and close to the one after: a point
+    # that belongs to the first, or one number parted at its point.
+    cv2.circle(page, (180, 115), 5, 0, -1)
+    (line,) = read_page(model, page).lines
+    assert [f.text for f in line] == ["00", ".00"]
+    assert all(f.needs_review for f in line)
+    assert "one number with the next" in line[0].diagnosis
+
+
+def test_a_number_beside_a_speck_taken_for_noise_is_flagged(model):
+    page = np.full((200, 500), 255, np.uint8)
+    for left in (100, 150, 260, 310):
+        _ring(page, left, 60, 36)
+    # A dot high before the first number: no minus, point or comma, read as nothing.
+    cv2.circle(page, (80, 75), 4, 0, -1)
+    (line,) = read_page(model, page).lines
+    assert [f.text for f in line] == ["00", "00"]
+    assert "speck" in line[0].diagnosis
+    assert "speck" not in (line[1].diagnosis or "")
+
+
+def test_digits_standing_alone_beside_columns_of_touching_lines_are_read():
+    # A thick-pen drawing of a table whose lines touch: most columns are marks of several
+    # lines joined, beside which a digit standing alone is small, yet a digit of its line.
+    page = pages.page(5083)
+    layout = find_layout(load_image(page.data))
+    found = [sum(item.kind == "digit" for item in line.items) for line in layout.lines]
+    written = [sum(ch.isdigit() for ch in "".join(line)) for line in page.lines]
+    assert len(found) == len(written)
+    # Lines 1 and 7: "9419 -746 -4698 -52" and "-12 508 -283 -34".
+    assert [found[1], found[7]] == [written[1], written[7]] == [13, 10]
 
 
 def test_a_digit_much_wider_than_the_others_is_flagged(model):

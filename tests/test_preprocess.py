@@ -9,7 +9,7 @@ import pytest
 
 from digitrec.data.images import load_image
 from digitrec.reading.framing import to_mnist_tile
-from digitrec.reading.ink import NO_INK
+from digitrec.reading.ink import NO_INK, find_ink
 from digitrec.reading.segment import Segmentation, segment
 from digitrec.testing import synthetic
 
@@ -173,6 +173,20 @@ def test_megapixel_photos_segment_like_their_small_originals():
             scaled = (x * factor, y * factor, w * factor, h * factor)
             assert _iou(found, scaled) > 0.7, (found, scaled)
         _assert_mnist_format(result)
+
+
+def test_a_big_pages_columns_of_touching_lines_are_analysed_at_their_pens_scale():
+    # Each column of rings is one mark, seven lines of them touching: on the small probe
+    # of the page it is as tall as a large digit, yet full of holes, and blotted.
+    page = np.full((1000, 1800), 255, np.uint8)
+    for left in (700, 900, 1100):
+        for row in range(7):
+            for k in range(3):
+                centre = (left + 32 * k + 14, 220 + 40 * row)
+                cv2.ellipse(page, centre, (12, 18), 0, 0, 360, 0, 6)
+    ink = find_ink(page)
+    # A 6-pixel pen needs no shrinking: only to the working copy's longest side.
+    assert ink.scale == pytest.approx(1800 / 1200)
 
 
 def test_touching_digits_are_split(font):

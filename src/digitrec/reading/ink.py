@@ -34,6 +34,12 @@ _PROBE_SIZE = 400
 # writing on a big page, which the probe may blur into blots (see _pen_factor). The digits
 # of a photographed number are 13-26% of it; those of the generated tables 2-20%.
 _SMALL_MARKS = 0.12
+# Marks holding more holes than this each are several digits each: no digit has more
+# than two ('8'). On the probe, 1-megapixel photos of numbers (benchmarks/serve_load.py)
+# have 0-1 a mark; the two tuning pages whose columns are each one mark of touching lines
+# 4.7 and 8.7; the other tuning pages whose pen the probe overstates up to 2.5 (their
+# marks are small, and probed twice already).
+_HOLEY = 2
 # Ink must be at least this much darker than its local background (a fraction of it).
 _MIN_CONTRAST = 0.15
 # Contrast is measured against at least this share of the brightest background: paper in
@@ -158,7 +164,7 @@ def _pen_factor(image: np.ndarray, probe: np.ndarray, longer: int) -> float:
         return 1.0
     mask = look[1]
     stroke = stroke_width(mask) * longer / max(probe.shape)
-    if _PEN / stroke < 0.8 and longer > 2 * _PROBE_SIZE and _marks_are_small(mask):
+    if _PEN / stroke < 0.8 and longer > 2 * _PROBE_SIZE and _may_be_blots(mask):
         # Small writing on a big page (a table of numbers) shows on the probe as blots as
         # thick as the digits are tall, which says nothing about the pen: a probe twice as
         # large shows the strokes, and a narrower pen. Large digits need no second look.
@@ -170,13 +176,22 @@ def _pen_factor(image: np.ndarray, probe: np.ndarray, longer: int) -> float:
     return factor if factor < 0.8 else 1.0
 
 
-def _marks_are_small(mask: np.ndarray) -> bool:
-    """Whether the median height of the marks in ``mask`` (specks aside) is under
-    ``_SMALL_MARKS`` of its longer side."""
+def _may_be_blots(mask: np.ndarray) -> bool:
+    """Whether the marks in ``mask`` (specks aside) may be small writing blotted: their
+    median height is under ``_SMALL_MARKS`` of its longer side, or they hold more than
+    ``_HOLEY`` holes each (the loops of many digits: a table's column of numbers whose
+    lines touch is one mark)."""
     _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     heights = stats[1:, cv2.CC_STAT_HEIGHT]
     marks = heights[stats[1:, cv2.CC_STAT_AREA] >= 4]
-    return marks.size > 0 and float(np.median(marks)) < _SMALL_MARKS * max(mask.shape)
+    if marks.size == 0:
+        return False
+    if float(np.median(marks)) < _SMALL_MARKS * max(mask.shape):
+        return True
+    # The paper's components (after the background label): the page around the marks,
+    # and every hole in them.
+    holes = cv2.connectedComponents(1 - mask, connectivity=4)[0] - 2
+    return holes > _HOLEY * marks.size
 
 
 def _ink_is_dark(work: np.ndarray) -> bool:

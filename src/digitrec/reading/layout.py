@@ -28,7 +28,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -44,11 +44,13 @@ _MAX_MARKS = 600
 _SLANTS = np.arange(-8.0, 8.01, 0.25)
 # A mark at least this share of the typical mark height is digit-sized and can found a
 # line; one more than _SPANNING times it may be digits of two lines touching. A mark
-# shorter than _SURELY_DIGIT of it must also be at least _NARROWEST of it wide: a comma
-# can be two thirds of a digit tall, but it is narrow ('1's are taller).
+# shorter than _SURELY_DIGIT of it must also be at least _NARROWEST of it wide, and wider
+# than _COMMA_PENS pen widths: a comma can be two thirds of a digit tall, but it is narrow
+# ('1's are taller), and a thick pen's comma no wider than its pen allows.
 _DIGIT_SIZED = 0.5
 _SURELY_DIGIT = 0.7
 _NARROWEST = 0.4
+_COMMA_PENS = 2.0
 _SPANNING = 1.45
 # Digits of two lines joined are at least this many times as tall as one (lines whose
 # digits touch are a digit's height apart; fonts whose short digits are half as tall as
@@ -78,6 +80,13 @@ _SINGLES = 0.25
 # A comma hangs up to this share of its line's digit height below the baseline; a mark
 # below the cut between two lines may belong to the one above (see _hangs_from).
 _HANGING = 0.4
+# No point, comma or minus of a line has its middle in this top share of the line's rows
+# (a minus is lower: see marks._MID); a point or comma there whose middle is under _ON_IT
+# digits below the line above's baseline hangs from it (tuning pages: 6 points and commas of
+# the line above, from 0.09 above its baseline to 0.03 below; 9 pieces of digits of the line
+# below, 0.12-0.28 below it).
+_TOP_ROWS = 0.2
+_ON_IT = 0.08
 # A digit whose top is this share of a digit above its line's top reaches out of it.
 _REACH = 0.25
 # A digit-sized mark reaching this share of its line's digit height above the line's top
@@ -137,7 +146,8 @@ class LineLayout:
     ``marks`` are the marks of its digits with geometry's cuts
     (:func:`~digitrec.reading.segment.digit_marks`), whose pieces the digit items are
     until :meth:`with_digits` gives others; ``crossed`` is where a cut between this line
-    and the next crossed ink."""
+    and the next crossed ink; ``specks`` are the boxes of small marks of it taken for
+    noise (neither digits nor marks that numbers carry)."""
 
     ink: Ink
     items: list[Item]
@@ -145,6 +155,7 @@ class LineLayout:
     frame: LineFrame
     marks: list[Mark] = field(default_factory=list)
     crossed: np.ndarray | None = None
+    specks: list[Box] = field(default_factory=list)
 
     def digit(self, mask: np.ndarray, box: Box) -> Item:
         """A digit of this line: ``mask`` within ``box`` (working scale)."""
@@ -161,10 +172,7 @@ class LineLayout:
         digits = [self.digit(mask, box) for mask, box in pieces]
         items = [item for item in self.items if item.kind != "digit"] + digits
         items.sort(key=lambda item: item.box[0] + item.box[2] / 2)
-        line = LineLayout(
-            self.ink, items, _fields(items, self.frame), self.frame, self.marks, self.crossed
-        )
-        return line, digits
+        return replace(self, items=items, fields=_fields(items, self.frame)), digits
 
 
 @dataclass
@@ -204,7 +212,30 @@ def find_layout(image: np.ndarray) -> Layout:
         return Layout(diagnosis="no digits found")
     for above, line in zip(lines, lines[1:], strict=False):
         _mark_reaching_up(line, above.frame, slant)
+    _mark_overlapping_sizes(lines)
     return Layout(lines, ink.scale, slant)
+
+
+def _mark_overlapping_sizes(lines: list[LineLayout]) -> None:
+    """Mark as unsure the commas of a page no taller (for their line's digits) than its
+    tallest point, and the points at least as tall as its shortest comma: one hand writes
+    its points smaller than its commas, so where their sizes meet, which is which is a
+    guess (tuning pages: 3 of 311 points and commas, on one page, where one was wrong)."""
+    sized = [
+        (item, (item.deskewed[1] - item.deskewed[0]) / line.frame.height)
+        for line in lines
+        for item in line.items
+        if item.kind in (marks.POINT, marks.COMMA)
+    ]
+    points = [height for item, height in sized if item.kind == marks.POINT]
+    commas = [height for item, height in sized if item.kind == marks.COMMA]
+    if not points or not commas:
+        return
+    for item, height in sized:
+        if (item.kind == marks.COMMA and height <= max(points)) or (
+            item.kind == marks.POINT and height >= min(commas)
+        ):
+            item.unsure = True
 
 
 def _mark_reaching_up(line: LineLayout, above: LineFrame, slant: float) -> None:
@@ -238,6 +269,7 @@ class _Marks:
         self.bottom = bottom[self.ids] + 1
         self.slant = slant
         self.labels = ink.labels
+        self.stroke = ink.stroke
 
     def row_ink(self, index: int) -> tuple[int, np.ndarray]:
         """The first deskewed row of a mark and its count of ink pixels in every row."""
@@ -282,7 +314,10 @@ def _lines(found: _Marks) -> list[tuple[list[int], dict[int, np.ndarray], LineFr
         kept
         & (height >= _DIGIT_SIZED * typical)
         & (height <= _SPANNING * typical)
-        & ((height >= _SURELY_DIGIT * typical) | (width >= _NARROWEST * typical))
+        & (
+            (height >= _SURELY_DIGIT * typical)
+            | ((width >= _NARROWEST * typical) & (width > _COMMA_PENS * found.stroke))
+        )
     )
     bands: list[_Band] = []
     for index in sorted(np.flatnonzero(digit_sized), key=lambda i: -height[i]):
@@ -342,7 +377,8 @@ def _lines(found: _Marks) -> list[tuple[list[int], dict[int, np.ndarray], LineFr
         placed.append((int(index), int(np.searchsorted(cuts, middle))))
     beside = [[*band.sized, *spans[i]] for i, band in enumerate(bands)]
     for index, line in placed:
-        if line > 0 and _hangs_from(found, frames[line - 1], beside[line - 1], beside[line], index):
+        pair = slice(line - 1, line + 1)
+        if line > 0 and _hangs_from(found, frames[pair], beside[pair], index):
             line -= 1
         bands[line].members.append(index)
     return [(band.members, spans[i], band.frame) for i, band in enumerate(bands)]
@@ -386,16 +422,25 @@ def _hanging_onto(found: _Marks, band: _Band, above: LineFrame, cut: float) -> l
 
 
 def _hangs_from(
-    found: _Marks, above: LineFrame, beside_above: list[int], beside_here: list[int], index: int
+    found: _Marks, frames: list[LineFrame], beside: list[list[int]], index: int
 ) -> bool:
-    """Whether a mark below the cut between two lines is a comma or point of the line
-    above: within that line's rows down to a comma's tail, beside its digits, and not
-    beside the digits of its own line (lines written close, a comma dips into the next)."""
+    """Whether a mark below the cut between two lines (their ``frames`` and the marks
+    ``beside`` which each has its digits) is a comma or point of the line above: within
+    that line's rows down to a comma's tail, and either a point or comma on its baseline
+    in the top rows of its own line, where none of that line's marks sits, or beside the
+    digits of the line above and not beside those of its own (lines written close, a
+    comma dips into the next)."""
+    above, here = frames
     top, bottom = float(found.top[index]), float(found.bottom[index])
-    if (top + bottom) / 2 > above.baseline + _HANGING * above.height:
+    middle = (top + bottom) / 2
+    if middle > above.baseline + _HANGING * above.height:
         return False
+    on_it = middle < above.baseline + _ON_IT * above.height
+    if on_it and middle < here.top + _TOP_ROWS * here.height:
+        width = float(found.stats[index, 2])
+        return marks.classify(top, bottom, width, above) in (marks.POINT, marks.COMMA)
     margin = 0.5 * above.height
-    return _apart(found, beside_above, index) < _apart(found, beside_here, index) - margin
+    return _apart(found, beside[0], index) < _apart(found, beside[1], index) - margin
 
 
 def _apart(found: _Marks, others: list[int], index: int) -> float:
@@ -567,14 +612,22 @@ def _line_layout(
     single: bool,
 ) -> LineLayout | str:
     """One line's items and fields; a diagnosis if its marks are too many for digits."""
-    mark_items, digit_indices = [], []
+    mark_items, digit_indices, specks = [], [], []
     for index in members:
         kind = _mark_kind(found, index, members, frame)
+        x, y, w, h = (int(v) for v in found.stats[index, :4])
+        if kind == marks.UNKNOWN and found.small[index]:
+            # Specks too small to be digits were never read as anything; an unknown one is
+            # noise more often than writing, yet it may be a mark the rules cannot tell.
+            specks.append((x, y, w, h))
+            continue
         if kind is None:
-            if not found.small[index]:
+            # Marks small beside the page's largest (digits of touching lines joined) may
+            # be digits of their line all the same.
+            top, bottom = float(found.top[index]), float(found.bottom[index])
+            if not found.small[index] or not marks.is_small(top, bottom, w, frame):
                 digit_indices.append(index)
             continue
-        x, y, w, h = (int(v) for v in found.stats[index, :4])
         deskewed = (float(found.top[index]), float(found.bottom[index]))
         unsure = kind in (marks.POINT, marks.COMMA) and marks.point_or_comma_unsure(
             *deskewed, w, frame
@@ -599,7 +652,7 @@ def _line_layout(
                 # the end of a digit's stroke that reached into this line: unknown); a
                 # sliver smaller than a dot of the pen is no mark at all.
                 items.append(Item(kind, mark.box, deskewed=(top, top + h), unsure=True))
-    line = LineLayout(line_ink or ink, items, [], frame, kept, crossed)
+    line = LineLayout(line_ink or ink, items, [], frame, kept, crossed, specks)
     return line.with_digits([piece for mark in kept for piece in mark.pieces()])[0]
 
 
@@ -612,8 +665,7 @@ def _cut_off_mark(top: float, bottom: float, width: int, frame: LineFrame) -> st
 
 
 def _mark_kind(found: _Marks, index: int, members: list[int], frame: LineFrame) -> str | None:
-    """The mark a line member is (see :mod:`marks`), or None when it is part of a digit or
-    a speck to ignore."""
+    """The mark a line member is (see :mod:`marks`), or None when it is part of a digit."""
     x, _, w, h = (int(v) for v in found.stats[index, :4])
     top, bottom = float(found.top[index]), float(found.bottom[index])
     if not marks.is_small(top, bottom, w, frame):
@@ -626,12 +678,7 @@ def _mark_kind(found: _Marks, index: int, members: list[int], frame: LineFrame) 
         overlap = max(overlap, min(x + w, ox + ow) - max(x, ox))
     if overlap > _ISOLATED * w:
         return None
-    kind = marks.classify(top, bottom, w, frame)
-    if kind == marks.UNKNOWN and found.small[index]:
-        # Specks too small to be digits were never read as anything; an unknown one is
-        # noise more often than writing.
-        return None
-    return kind
+    return marks.classify(top, bottom, w, frame)
 
 
 def _line_ink(
@@ -777,7 +824,7 @@ def split_at_columns(layout: Layout) -> Layout:
                 spans[field_index][cut:],
                 *spans[field_index + 1 :],
             ]
-            line = LineLayout(line.ink, line.items, fields, line.frame, line.marks, line.crossed)
+            line = replace(line, fields=fields)
         lines.append(line)
     return Layout(lines, layout.scale, layout.slant, layout.diagnosis)
 

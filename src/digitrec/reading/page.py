@@ -12,6 +12,7 @@ from digitrec.models import Model
 from digitrec.reading import cuts, marks
 from digitrec.reading.candidates import Candidates, read_candidates
 from digitrec.reading.framing import TILE
+from digitrec.reading.ink import Box
 from digitrec.reading.layout import (
     Item,
     Layout,
@@ -52,6 +53,13 @@ MIN_CONFIDENCE = 0.95
 # numbers read whole have gaps up to 0.57 of the height; 12 of the 14 whose point or comma
 # was lost have more).
 _LOST_MARK_GAP = 0.58
+# A point or comma overlapping a digit in x by more than this share of its width is under
+# it (tuning pages: 313 of the 316 points and commas found overlap none; the other 3 are
+# the broken feet of digits, overlapping by 0.38-0.5).
+_UNDER = 0.25
+# A speck taken for noise this many digit heights or nearer beside a number may be a mark
+# of it that was not told (a minus, point or comma as small as a speck).
+_BESIDE = 0.75
 # Two numbers of a line closer than this share of their digits' height may be one whose
 # point or comma was lost, which split it in two (tuning pages: 17 of 20 such splits are
 # closer; 6 of 525 pairs of neighbours read right are too).
@@ -149,11 +157,33 @@ def _line_fields(
         items = [line.items[i] for i in members]
         digits = [read[id(item)] for item in items if item.kind == "digit"]
         fields.append(_field(items, digits, found, shape, min_confidence, read))
-    for before, after in zip(fields, fields[1:], strict=False):
+    for index, (before, after) in enumerate(zip(fields, fields[1:], strict=False)):
         if before.digits and after.digits and _gap(before.digits, after.digits) < _CLOSE_FIELDS:
             _flag(before, "close to the next number: one number whose point or comma was lost?")
             _flag(after, "close to the previous number: one number whose point or comma was lost?")
+        last = line.items[line.fields[index][-1]].kind
+        first = line.items[line.fields[index + 1][0]].kind
+        if last in (marks.MINUS, marks.POINT, marks.COMMA) or first in (marks.POINT, marks.COMMA):
+            # Numbers end in a digit and go on after their marks: a mark where two part
+            # was taken from one of them, or one number was split at it.
+            _flag(before, "a mark at its end: one number with the next?")
+            _flag(after, "a mark where it meets the previous number: one number with it?")
+    if fields:
+        spans = [[line.items[i].box for i in members] for members in line.fields]
+        for speck in line.specks:
+            apart = [_apart(speck, boxes) for boxes in spans]
+            nearest = int(np.argmin(apart))
+            if apart[nearest] <= _BESIDE * line.frame.height:
+                _flag(fields[nearest], "a speck beside it taken for noise: a mark missed?")
     return fields
+
+
+def _apart(box: Box, boxes: list[Box]) -> float:
+    """The horizontal gap from ``box`` to the extent of ``boxes`` (0 if they overlap)."""
+    x, _, w, _ = box
+    start = min(b[0] for b in boxes)
+    end = max(b[0] + b[2] for b in boxes)
+    return float(max(0, start - (x + w), x - end))
 
 
 def _flag_wide_digits(fields: list[Field]) -> None:
@@ -205,6 +235,8 @@ def _field(
         problems.append("marks of different heights, perhaps letters")
     if any(i.unsure for i in items):
         problems.append("a mark between a point and a comma in shape: point or comma unsure")
+    if any(_under_a_digit(i, items) for i in items if i.kind in (marks.POINT, marks.COMMA)):
+        problems.append("a point or comma under a digit: a broken piece of it?")
     pairs = zip(items, items[1:], strict=False)
     gaps = [_gap([read[id(a)]], [read[id(b)]]) for a, b in pairs if a.kind == b.kind == "digit"]
     if gaps and max(gaps) > _LOST_MARK_GAP:
@@ -231,6 +263,17 @@ def _field(
     box = original_box(found, (x0, y0, x1 - x0, y1 - y0), shape)
     diagnosis = "; ".join(problems) or None
     return Field(text, box, digits, confidence, bool(problems), diagnosis)
+
+
+def _under_a_digit(mark: Item, items: list[Item]) -> bool:
+    """Whether ``mark`` lies under a digit beside it, by more than _UNDER of its width:
+    people write points and commas between digits, and the foot of a broken stroke
+    looks like one."""
+    x, _, w, _ = mark.box
+    return any(
+        min(x + w, dx + dw) - max(x, dx) > _UNDER * w
+        for dx, _, dw, _ in (i.box for i in items if i.kind == "digit")
+    )
 
 
 def _mark_text(kind: str) -> str:
