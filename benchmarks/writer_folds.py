@@ -4,6 +4,7 @@ looking at the held-out writers.
 
     python benchmarks/writer_folds.py                 # two folds, 200 numbers each
     python benchmarks/writer_folds.py --folds 4242 --count 50   # a quick look
+    python benchmarks/writer_folds.py --models build/folds --sets numbers   # train once, reuse
 
 For each fold, five of the 20 tuning writers (a seeded choice: ``--folds`` gives the seeds;
 the default two folds share no writer) are left out of the training data, which is
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 from real_world import score_set
@@ -62,11 +64,38 @@ def training_data(
     )
 
 
+def fold_model(
+    mnist: datasets.Dataset,
+    digits: pen_digits.PenDigits,
+    left_out: set[str],
+    directory: Path | None,
+) -> models.Model:
+    """The fold's model: loaded from ``directory`` when one was saved there, else trained
+    (and saved there, when given)."""
+    if directory is not None and directory.exists():
+        return models.load(directory)
+    started = time.perf_counter()
+    model = models.train("knn-idm-hknn", training_data(mnist, digits, left_out), {})
+    print(f"  trained in {time.perf_counter() - started:.0f} s", flush=True)
+    if directory is not None:
+        models.save(model, directory)
+    return model
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--folds", default="4242,8", help="comma-separated fold seeds")
     parser.add_argument("--seed", type=int, default=9100, help="seed of the sets read")
     parser.add_argument("--count", type=int, default=200, help="numbers per fold")
+    parser.add_argument(
+        "--models",
+        type=Path,
+        help="keep each fold's model in DIR/fold-SEED and reuse it when it is there "
+        "(training one takes minutes; a change to reading needs no new model)",
+    )
+    parser.add_argument(
+        "--sets", default="drawings,photos,numbers", help="comma-separated sets to read"
+    )
     args = parser.parse_args()
 
     mnist = datasets.load("mnist")
@@ -82,18 +111,16 @@ def main() -> int:
     for fold in (int(seed) for seed in args.folds.split(",")):
         left_out = fold_writers(digits, fold)
         print(f"fold {fold}: leaving out {', '.join(sorted(left_out))}", flush=True)
-        started = time.perf_counter()
-        model = models.train("knn-idm-hknn", training_data(mnist, digits, left_out), {})
-        print(f"  trained in {time.perf_counter() - started:.0f} s", flush=True)
+        model = fold_model(mnist, digits, left_out, args.models and args.models / f"fold-{fold}")
         tuning = digits.writer_indices("tuning")
         mine = np.array([i for i in tuning if str(digits.writer[i]) in left_out])
         per_writer = unipen.per_writer(mine, digits, args.count, args.seed)
-        sets = {
-            "drawings": unipen.drawings(digits, per_writer, args.seed),
-            "photos": unipen.photos(digits, per_writer, args.seed),
-            "numbers": unipen.numbers(digits, mine, args.seed, args.count),
-        }
-        for name, items in sets.items():
+        for name in args.sets.split(","):
+            if name == "numbers":
+                items = unipen.numbers(digits, mine, args.seed, args.count)
+            else:
+                make = unipen.drawings if name == "drawings" else unipen.photos
+                items = make(digits, per_writer, args.seed)
             result = score_set(f"fold {fold} {name}", model, items)
             rows.append((fold, name, result))
 

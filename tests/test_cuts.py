@@ -96,6 +96,48 @@ def test_a_merged_pair_far_from_every_digit_loses_to_its_two_digits():
     assert cuts.choose(found, cuts.piece_scores(found, best, distance)) == [1, 2]
 
 
+def three_touching_digits(
+    merged_distance: float,
+) -> tuple[cuts.Lattice, np.ndarray, np.ndarray]:
+    """Read from a written '330' whose digits touch: the whole mark, 1.65 line heights
+    wide, reads as a sure '0' (MNIST framing squeezes it), and so do its three pieces,
+    each a '3', '3' and '0', across cuts that cross ink."""
+    found = cuts.Lattice(nodes=4)
+    found.add(0, 3, None, (0, 0, 82, 50), 50, 0.0, True, (0, 0))
+    found.add(0, 1, None, (0, 5, 30, 39), 50, 0.0, False, (0, 0))
+    found.add(1, 2, None, (30, 7, 24, 36), 50, 1.7, False, (0, 0))
+    found.add(2, 3, None, (44, 5, 38, 45), 50, 2.0, False, (0, 0))
+    best = np.array([1.0, 1.0, 1.0, 1.0])
+    return found, np.array([merged_distance, 8.4, 9.2, 5.4]), best
+
+
+def test_a_wide_piece_far_from_every_digit_loses_to_its_pieces():
+    found, distance, best = three_touching_digits(14.7)
+    assert cuts.choose(found, cuts.piece_scores(found, best, distance)) == [1, 2, 3]
+    # Width and distance each alone did not tell it from one wide digit.
+    alone = dict(cuts.SCORE_WEIGHTS, wide_far=0.0)
+    assert cuts.choose(found, cuts.piece_scores(found, best, distance, alone)) == [0]
+
+
+def test_a_wide_digit_that_reads_like_a_known_digit_stays_whole():
+    found, distance, best = three_touching_digits(6.0)
+    assert cuts.choose(found, cuts.piece_scores(found, best, distance)) == [0]
+
+
+def test_a_cut_down_through_a_joint_crosses_one_stroke_and_one_through_a_ring_two():
+    stroke = 6.0
+    joint = np.zeros(80, bool)
+    joint[20:50] = True  # the cut runs down a joint five strokes long
+    ring = np.zeros(80, bool)
+    ring[10:16] = ring[64:70] = True  # the top and bottom of a '0', a stroke each
+    graze = np.zeros(80, bool)
+    graze[40:43] = True  # half a stroke: the tip of a stroke
+    assert cuts.crossed_ink(joint, stroke) == 1.0
+    assert cuts.crossed_ink(ring, stroke) == 2.0
+    assert cuts.crossed_ink(graze, stroke) == 0.5
+    assert cuts.crossed_ink(np.zeros(80, bool), stroke) == 0.0
+
+
 def ring_reader(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A stand-in for the model that knows one ring: every tile a sure '0', but a tile
     whose ink is as wide as it is tall (two rings) lies far from every '0' it knows."""
