@@ -160,7 +160,12 @@ def main() -> int:
     parser.add_argument("--part", choices=("held-out", "tuning"), default="held-out")
     parser.add_argument("--count", type=int, default=300, help="digits per condition")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--conditions", default=",".join(CONDITIONS), help="comma-separated")
     args = parser.parse_args()
+    wanted = args.conditions.split(",")
+    unknown = sorted(set(wanted) - set(CONDITIONS))
+    if unknown:
+        parser.error(f"unknown condition {', '.join(unknown)}; choose from {', '.join(CONDITIONS)}")
 
     model = models.load(args.model or config.default_model_dir())
     digits = pen_digits.load()
@@ -168,7 +173,8 @@ def main() -> int:
     chosen = chosen[: args.count]
     print(f"UNIPEN {args.part} writers, {len(chosen)} digits per condition; {pen_digits.CREDIT}")
     rows = []
-    for name, condition in CONDITIONS.items():
+    for name in wanted:
+        condition = CONDITIONS[name]
         started = time.perf_counter()
         right = 0
         for index in progress.bar(chosen, desc=name, unit="photo"):

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from digitrec.data import pen_digits
 from digitrec.data.images import load_image
 from digitrec.reading.framing import to_mnist_tile
 from digitrec.reading.ink import NO_INK, find_ink
@@ -477,3 +478,22 @@ def test_a_thick_pen_digit_filling_its_canvas_is_one_digit_with_its_loops(
     x, _, w, _ = result.boxes[0]
     assert x <= ink[0] and x + w >= ink[-1]
     assert _loops(result.tiles[0]) == loops
+
+
+PENCIL_SEED = 491
+
+
+@pytest.mark.parametrize("index", [2319, 6399, 1102, 1874])
+def test_faint_fine_pencil_digits_are_found(index):
+    # Real digits (the shipped UNIPEN file) in a fine, light pencil, photographed: their
+    # blurred edges fade over two pixels, which the edge test once took for a shadow's.
+    digits = pen_digits.load()
+    rng = np.random.default_rng([5, index, PENCIL_SEED])
+    strokes = digits.strokes(index)
+    height = int(rng.integers(40, 110))
+    pen = float(rng.uniform(0.02, 0.045)) * height
+    scale = height / pen_digits.height_of(strokes)
+    ink = pen_digits.ink_image(strokes, scale=scale, pen=pen, pad=2) * rng.uniform(0.35, 0.6)
+    rgb = synthetic.photo_rgb_of_ink(ink, rng, height=height, shadow=None)
+    result = segment(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+    assert len(result.tiles) == 1
