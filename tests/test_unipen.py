@@ -25,8 +25,9 @@ from PIL import Image
 from digitrec import models
 from digitrec.data.images import load_image
 from digitrec.errors import DatasetError
+from digitrec.reading.page import read_page
 from digitrec.reading.recognize import read_image
-from digitrec.testing import unipen
+from digitrec.testing import synthetic, unipen
 
 # --- a few digits as pen strokes: x right, y down, 1/1000 inch, 1000 tall ----------------
 
@@ -247,3 +248,25 @@ def test_a_cursive_number_with_touching_digits_reads_whole(model):
     samples = [STROKES[d] for d in "90716"]
     data = unipen.number_drawing(samples, np.random.default_rng(1), slant=0.0, touching=True)
     assert read(model, data) == "90716"
+
+
+def _written(text: str, font_index: int) -> np.ndarray:
+    font = synthetic.handwriting_fonts()[font_index]
+    rendering = synthetic.render_text(text, font, np.random.default_rng(0), height=80)
+    return 255 - np.rint(np.pad(rendering.ink, 40) * 255).astype(np.uint8)
+
+
+def test_a_word_read_as_confident_digits_is_flagged_as_unlike_any_digit(model):
+    # "total" reads 10101 at 0.95 or more: only the 't' lying far from every digit the
+    # model knows shows that it is not a number.
+    reading = read_page(model, _written("total", 1))
+    (field,) = [f for line in reading.lines for f in line]
+    assert field.confidence >= 0.95
+    assert field.needs_review and "unlike any digit" in field.diagnosis
+
+
+def test_written_digits_are_not_unlike_any_digit(model):
+    reading = read_page(model, _written("2024", 0))
+    assert reading.text == "2024"
+    assert "unlike any digit" not in (reading.diagnosis or "")
+    assert not any(f.needs_review for line in reading.lines for f in line)

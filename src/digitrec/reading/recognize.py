@@ -40,6 +40,9 @@ class DigitReading:
     tile: np.ndarray  # the 28x28 MNIST-style tile the model saw
     # Why the model answered so, when asked for (``explain``).
     explanation: Explanation | None = None
+    # How far the tile lies from the nearest training digit of its class, in temperatures
+    # of the model's softmin (see Model.proba_and_distance); None for models without.
+    distance: float | None = None
 
     def to_json(self) -> dict:
         return {
@@ -264,8 +267,10 @@ def chosen_digits(
         return []
     tiles = item.tiles[chosen]
     digits = digit_readings(item.proba[chosen], classes, tiles, [item.boxes[i] for i in chosen])
-    for digit in digits:
+    for position, digit in zip(chosen, digits, strict=True):
         digit.explanation = explained.get(digit.tile.tobytes())
+        if item.distance is not None:
+            digit.distance = float(item.distance[position])
     return digits
 
 
