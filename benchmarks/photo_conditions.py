@@ -140,7 +140,7 @@ CONDITIONS: dict[str, Callable[[Strokes, np.random.Generator], np.ndarray]] = {
     "on a table": on_a_table,
     "pencil": pencil,
     "tiny (16-30 px)": tiny,
-    "huge, fine pen": huge_fine_pen,
+    "huge with a fine pen": huge_fine_pen,
     "shaken": shaken,
     "turned 12-25 deg": turned,
     "tinted paper": tinted,
