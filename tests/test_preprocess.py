@@ -6,6 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from shadows import shadow_off_the_edge
 
 from digitrec.data import pen_digits
 from digitrec.data.images import load_image
@@ -118,26 +119,12 @@ def test_shadowed_photo_is_read_without_the_shadow(font):
     _assert_mnist_format(result)
 
 
-def _shadow_off_the_edge(angle: float, offset: float, depth: float = 0.5) -> np.ndarray:
-    """A thin '1' on a page with a shadow edge that runs off the image: light times
-    ``1 - depth * sigmoid`` across a line at ``angle`` degrees, ``offset`` px from the
-    centre (negative: most of the page is in the shadow)."""
-    h, w = 240, 320
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    rad = np.deg2rad(angle)
-    distance = (xs - w / 2) * np.cos(rad) + (ys - h / 2) * np.sin(rad) - offset
-    light = 1 - depth / (1 + np.exp(-distance / 10.0))
-    page = np.full((h, w), 230, np.float32)
-    cv2.line(page, (160, 60), (150, 130), 40, 3)
-    return np.clip(page * light, 0, 255).astype(np.uint8)
-
-
 @pytest.mark.parametrize("angle", range(0, 360, 30))
 @pytest.mark.parametrize("offset", [40, 60, 80])
 def test_a_shadow_running_off_the_image_is_not_ink(angle, offset):
     # A background estimate that cannot see past the border takes the shadow darkening
     # towards it for a dark valley, fills it in, and finds ink along the shadow's edge.
-    result = segment(_shadow_off_the_edge(angle, offset))
+    result = segment(shadow_off_the_edge(angle, offset))
     assert len(result.boxes) == 1
     assert _iou(result.boxes[0], (147, 57, 17, 77)) > 0.8
 
@@ -147,7 +134,7 @@ def test_dark_ink_on_a_page_mostly_in_deep_shadow(angle):
     # The page's median is dark (about 60) and the shadow's edge strays from the
     # background as far to the light side as the ink does to the dark side; a window that
     # follows the shadow more closely sees that the ink is the dark side.
-    page = _shadow_off_the_edge(angle, -80, depth=0.7)
+    page = shadow_off_the_edge(angle, -80, depth=0.7)
     assert np.median(page) < 128
     result = segment(page)
     assert len(result.boxes) == 1

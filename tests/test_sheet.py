@@ -6,6 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from shadows import shadow_off_the_edge
 
 from digitrec.reading.segment import segment
 from digitrec.reading.sheet import sheet_mask, without_surroundings
@@ -81,23 +82,11 @@ def test_painting_keeps_the_writing_and_the_paper_light(font):
     assert np.array_equal(painted[middle], photo[middle])
 
 
-def _shadowed_page(angle: float, offset: float, depth: float) -> np.ndarray:
-    """A page with a soft shadow's edge across it at ``angle``, and a stroke."""
-    h, w = 240, 320
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    rad = np.deg2rad(angle)
-    distance = (xs - w / 2) * np.cos(rad) + (ys - h / 2) * np.sin(rad) - offset
-    light = 1 - depth / (1 + np.exp(-distance / 10.0))
-    page = np.full((h, w), 230, np.float32)
-    cv2.line(page, (160, 60), (150, 130), 40, 3)
-    return np.clip(page * light, 0, 255).astype(np.uint8)
-
-
 @pytest.mark.parametrize("angle", range(0, 360, 45))
 @pytest.mark.parametrize(("offset", "depth"), [(0, 0.5), (60, 0.6), (-60, 0.7)])
 def test_a_shadow_is_not_the_edge_of_a_sheet(angle, offset, depth):
     # Painting the shadowed part of a page over would wipe out the writing in it.
-    page = _shadowed_page(angle, offset, depth)
+    page = shadow_off_the_edge(angle, offset, depth)
     assert sheet_mask(page) is None
     assert np.array_equal(without_surroundings(page), page)
 
