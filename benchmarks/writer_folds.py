@@ -97,6 +97,10 @@ def main() -> int:
         "--sets", default="drawings,photos,numbers", help="comma-separated sets to read"
     )
     args = parser.parse_args()
+    wanted = args.sets.split(",")
+    unknown = sorted(set(wanted) - {"drawings", "photos", "numbers"})
+    if unknown:
+        parser.error(f"unknown set {', '.join(unknown)}; choose from drawings, photos, numbers")
 
     mnist = datasets.load("mnist")
     digits = pen_digits.load()
@@ -115,7 +119,7 @@ def main() -> int:
         tuning = digits.writer_indices("tuning")
         mine = np.array([i for i in tuning if str(digits.writer[i]) in left_out])
         per_writer = unipen.per_writer(mine, digits, args.count, args.seed)
-        for name in args.sets.split(","):
+        for name in wanted:
             if name == "numbers":
                 items = unipen.numbers(digits, mine, args.seed, args.count)
             else:
